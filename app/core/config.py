@@ -1,0 +1,42 @@
+"""Settings, read from the environment (and a `.env` file when present)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL. Unset: an embedded PostgreSQL is started in data_dir.",
+    )
+    data_dir: Path = Path(".data")
+
+    # The program this deployment serves. Everything in the database carries a program id,
+    # so a second program is a second row, not a rewrite.
+    program_code: str = "default"
+    program_name: str = "Loyalty Program"
+    program_currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    program_timezone: str = "UTC"
+
+    # Generated card numbers: this prefix, random digits, and a Luhn check digit.
+    card_number_prefix: str = Field(default="7", pattern=r"^[0-9]{1,6}$")
+    card_number_length: int = Field(default=16, ge=12, le=19)
+
+    max_body_bytes: int = 64 * 1024
+    # How far back a till may date a posting it made while offline, and how far ahead of our
+    # clock its clock may run.
+    max_backdate_days: int = 365
+    max_clock_skew_seconds: int = 300
+
+    db_pool_size: int = 20
+    db_max_overflow: int = 10
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

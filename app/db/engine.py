@@ -1,0 +1,17 @@
+"""The connection pool. One per process, created at startup and disposed at shutdown."""
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.core.config import Settings
+from app.db.urls import async_url
+
+
+def create_engine(database_url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        async_url(database_url),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=False,
+        # Every request runs in an explicit transaction opened by the unit of work.
+        connect_args={"server_settings": {"application_name": "loyalty-ledger"}},
+    )

@@ -1,0 +1,22 @@
+"""SQLAlchemy table definitions. Queries live in each feature's repository.py."""
+
+from app.models.account import Account
+from app.models.api_key import ApiKey
+from app.models.base import Base
+from app.models.card import Card
+from app.models.idempotency import IdempotencyRecord
+from app.models.partner import Partner
+from app.models.program import Program
+from app.models.transaction import Entry, Transaction
+
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Base",
+    "Card",
+    "Entry",
+    "IdempotencyRecord",
+    "Partner",
+    "Program",
+    "Transaction",
+]

@@ -1,0 +1,75 @@
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, created_at_column
+from app.models.enums import AccountKind, Asset, sql_in
+
+
+class Account(Base):
+    """One asset held by one party: a card, a partner (issued or redeemed side), or the operator.
+
+    Only card accounts keep a running `balance`, updated under a row lock by each posting.
+    System accounts (partner, operator) sit on the other side of every posting; giving them a
+    locked running balance would serialize all postings of a busy partner, so their balance is
+    derived from their entries instead (see docs/ARCHITECTURE.md)."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint(f"kind IN ({sql_in(AccountKind)})", name="kind_known"),
+        CheckConstraint(f"asset IN ({sql_in(Asset)})", name="asset_known"),
+        CheckConstraint("(kind = 'card') = (card_id IS NOT NULL)", name="card_id_iff_card"),
+        CheckConstraint(
+            "(kind LIKE 'partner_%') = (partner_id IS NOT NULL)", name="partner_id_iff_partner"
+        ),
+        CheckConstraint("(kind = 'card') = (balance IS NOT NULL)", name="balance_iff_card"),
+        # A card never holds less than nothing. (Clawback debt, when it comes, is its own rule.)
+        CheckConstraint("balance >= 0", name="balance_non_negative"),
+        # Target of the entries (account_id, asset) foreign key: an entry's asset must be
+        # its account's asset.
+        UniqueConstraint("id", "asset", name="uq_accounts_id_asset"),
+        Index(
+            "uq_accounts_card_asset",
+            "card_id",
+            "asset",
+            unique=True,
+            postgresql_where=text("card_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_accounts_partner_kind_asset",
+            "partner_id",
+            "kind",
+            "asset",
+            unique=True,
+            postgresql_where=text("partner_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_accounts_operator_kind_asset",
+            "program_id",
+            "kind",
+            "asset",
+            unique=True,
+            postgresql_where=text("kind LIKE 'operator_%'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    program_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("programs.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    asset: Mapped[str] = mapped_column(String(16))
+    card_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("cards.id"))
+    partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
+    balance: Mapped[int | None] = mapped_column(BigInteger)
+    """Card accounts only: points, or minor units of cashback, the card holds now."""
+    created_at: Mapped[datetime] = created_at_column()

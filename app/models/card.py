@@ -1,0 +1,36 @@
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, SmallInteger, String, UniqueConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, created_at_column
+from app.models.enums import CardKind, CardStatus, sql_in
+
+
+class Card(Base):
+    """A customer's identity in the program. Balances live in its two accounts."""
+
+    __tablename__ = "cards"
+    __table_args__ = (
+        CheckConstraint(f"kind IN ({sql_in(CardKind)})", name="kind_known"),
+        CheckConstraint(f"status IN ({sql_in(CardStatus)})", name="status_known"),
+        CheckConstraint("card_number ~ '^[0-9]{8,19}$'", name="card_number_digits"),
+        CheckConstraint(
+            "(kind = 'personalized') = (customer_reference IS NOT NULL)",
+            name="customer_reference_iff_personalized",
+        ),
+        UniqueConstraint("program_id", "card_number", name="uq_cards_program_card_number"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    program_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("programs.id"))
+    card_number: Mapped[str] = mapped_column(String(19))
+    kind: Mapped[str] = mapped_column(String(16))
+    customer_reference: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))
+    issued_by_partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

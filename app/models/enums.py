@@ -1,0 +1,62 @@
+"""Enumerations stored as text with CHECK constraints (cheaper to extend than PG enum types)."""
+
+from enum import StrEnum
+
+
+class Asset(StrEnum):
+    """What a ledger amount counts."""
+
+    POINTS = "points"
+    """Whole loyalty points."""
+    CASHBACK = "cashback"
+    """Minor units (cents) of the program's currency."""
+
+
+class AccountKind(StrEnum):
+    """Whose account it is. Amounts are from the account holder's point of view:
+    a positive entry increases what the holder has."""
+
+    CARD = "card"
+    """What a card holds. The only kind with a running, locked balance."""
+    PARTNER_ISSUED = "partner_issued"
+    """Value a partner granted to cards (goes negative: the partner owes it)."""
+    PARTNER_REDEEMED = "partner_redeemed"
+    """Value cards spent at a partner (goes positive: the partner is owed it)."""
+    OPERATOR_ISSUED = "operator_issued"
+    """Value the operator granted directly (awards, goodwill)."""
+    OPERATOR_REDEEMED = "operator_redeemed"
+    """Value spent with the operator itself, not at a partner."""
+
+
+class TransactionType(StrEnum):
+    ACCRUAL = "accrual"
+    """A purchase at a partner earned points and/or cashback by the partner's rates."""
+    AWARD = "award"
+    """The operator credited points outside a purchase (referral, goodwill)."""
+    REDEMPTION = "redemption"
+    """A card spent points or cashback."""
+
+
+class CardKind(StrEnum):
+    BEARER = "bearer"
+    """Anonymous: whoever holds the card uses it."""
+    PERSONALIZED = "personalized"
+    """Tied to a known customer by a customer reference."""
+
+
+class CardStatus(StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    """Can neither earn nor spend; balances are kept."""
+
+
+class ApiKeyRole(StrEnum):
+    OPERATOR = "operator"
+    """Everything, for every partner."""
+    PARTNER = "partner"
+    """Bound to one partner: posts as that partner and sees only its own transactions."""
+
+
+def sql_in(enum: type[StrEnum]) -> str:
+    """`'a', 'b'` for a CHECK constraint listing the enum's values."""
+    return ", ".join(f"'{member.value}'" for member in enum)
