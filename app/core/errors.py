@@ -31,6 +31,9 @@ class AppError(Exception):
         self.detail = detail or self.title
         self.extra = extra
         self.headers: dict[str, str] = {}
+        # Whether this outcome may be stored as the answer to an Idempotency-Key. False when
+        # the database transaction is already aborted and nothing more can be written.
+        self.replayable = True
 
     def problem(self) -> dict[str, Any]:
         return problem_body(self.status, self.code, self.title, self.detail, **self.extra)

@@ -1,0 +1,76 @@
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+INSERT_CARD = text("""
+    INSERT INTO cards (program_id, card_number, kind, customer_reference, status,
+                       issued_by_partner_id)
+    VALUES (:program_id, :card_number, :kind, :customer_reference, 'active', :partner_id)
+    ON CONFLICT (program_id, card_number) DO NOTHING
+    RETURNING id
+""")
+
+INSERT_CARD_ACCOUNTS = text("""
+    INSERT INTO accounts (program_id, kind, asset, card_id, balance)
+    SELECT :program_id, 'card', asset, :card_id, 0
+    FROM unnest(CAST(:assets AS text[])) AS a(asset)
+""")
+
+# A card with the balances of its accounts, in one row.
+GET_CARD = text("""
+    SELECT c.id, c.card_number, c.kind, c.status, c.customer_reference, c.created_at,
+           max(a.balance) FILTER (WHERE a.asset = 'points') AS points,
+           max(a.balance) FILTER (WHERE a.asset = 'cashback') AS cashback
+    FROM cards c JOIN accounts a ON a.card_id = c.id
+    WHERE c.program_id = :program_id AND c.card_number = :card_number
+    GROUP BY c.id
+""")
+
+SET_STATUS = text("""
+    UPDATE cards SET status = :status, updated_at = now()
+    WHERE program_id = :program_id AND card_number = :card_number
+    RETURNING id
+""")
+
+
+async def insert(
+    conn: AsyncConnection,
+    *,
+    program_id: int,
+    card_number: str,
+    kind: str,
+    customer_reference: str | None,
+    partner_id: uuid.UUID | None,
+) -> int | None:
+    params = {
+        "program_id": program_id,
+        "card_number": card_number,
+        "kind": kind,
+        "customer_reference": customer_reference,
+        "partner_id": partner_id,
+    }
+    row = (await conn.execute(INSERT_CARD, params)).first()
+    return None if row is None else int(row.id)
+
+
+async def insert_accounts(
+    conn: AsyncConnection, program_id: int, card_id: int, assets: list[str]
+) -> None:
+    params = {"program_id": program_id, "card_id": card_id, "assets": assets}
+    await conn.execute(INSERT_CARD_ACCOUNTS, params)
+
+
+async def get(
+    conn: AsyncConnection, program_id: int, card_number: str
+) -> Row[tuple[object, ...]] | None:
+    params = {"program_id": program_id, "card_number": card_number}
+    return (await conn.execute(GET_CARD, params)).first()
+
+
+async def set_status(
+    conn: AsyncConnection, program_id: int, card_number: str, status: str
+) -> bool:
+    params = {"program_id": program_id, "card_number": card_number, "status": status}
+    return (await conn.execute(SET_STATUS, params)).first() is not None

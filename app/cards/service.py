@@ -1,0 +1,78 @@
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.auth.deps import Principal
+from app.cards import repository
+from app.cards.errors import CardNotFound, CardNumberTaken, CustomerReferenceMismatch
+from app.cards.numbers import generate_card_number
+from app.cards.schemas import CardCreate, CardRead
+from app.core.config import Settings
+from app.core.errors import Forbidden
+from app.models.enums import Asset, CardKind, CardStatus
+from app.programs.service import ProgramContext
+
+# Random 15-digit bodies collide rarely; a few tries make a collision practically impossible.
+_GENERATION_ATTEMPTS = 5
+
+
+def _read(row: Row[tuple[object, ...]], currency: str) -> CardRead:
+    m = row._mapping
+    return CardRead(
+        card_number=m["card_number"],
+        kind=m["kind"],
+        status=m["status"],
+        customer_reference=m["customer_reference"],
+        points=m["points"],
+        cashback=m["cashback"],
+        currency=currency,
+        created_at=m["created_at"],
+    )
+
+
+async def issue_card(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    settings: Settings,
+    principal: Principal,
+    req: CardCreate,
+) -> CardRead:
+    if (req.kind == CardKind.PERSONALIZED) != (req.customer_reference is not None):
+        raise CustomerReferenceMismatch()
+    if req.card_number is not None and not principal.is_operator:
+        raise Forbidden("Only an operator key may choose a card number.")
+
+    card_id: int | None = None
+    number = req.card_number
+    for _ in range(1 if req.card_number else _GENERATION_ATTEMPTS):
+        number = req.card_number or generate_card_number(
+            settings.card_number_prefix, settings.card_number_length
+        )
+        card_id = await repository.insert(
+            conn,
+            program_id=program.id,
+            card_number=number,
+            kind=req.kind.value,
+            customer_reference=req.customer_reference,
+            partner_id=principal.partner_id,
+        )
+        if card_id is not None:
+            break
+    if card_id is None or number is None:
+        raise CardNumberTaken()
+    await repository.insert_accounts(conn, program.id, card_id, [a.value for a in Asset])
+    return await get_card(conn, program, number)
+
+
+async def get_card(conn: AsyncConnection, program: ProgramContext, card_number: str) -> CardRead:
+    row = await repository.get(conn, program.id, card_number)
+    if row is None:
+        raise CardNotFound()
+    return _read(row, program.currency)
+
+
+async def set_status(
+    conn: AsyncConnection, program: ProgramContext, card_number: str, status: CardStatus
+) -> CardRead:
+    if not await repository.set_status(conn, program.id, card_number, status.value):
+        raise CardNotFound()
+    return await get_card(conn, program, card_number)

@@ -1,0 +1,155 @@
+"""`loyalty-ledger`: serve, migrate, and manage API keys."""
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.config import Settings, get_settings
+
+cli = typer.Typer(help="A double-entry ledger of loyalty points and cashback.", no_args_is_help=True)
+keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="api-keys")
+
+_embedded_server: Any = None
+
+
+def _database_url(settings: Settings) -> str:
+    """DATABASE_URL, or an embedded PostgreSQL kept in `<data_dir>/postgres`."""
+    global _embedded_server
+    if settings.database_url:
+        return settings.database_url
+    from app.db.embedded import start_embedded
+
+    data_dir = Path(settings.data_dir) / "postgres"
+    if _embedded_server is None:
+        typer.echo(f"No DATABASE_URL: using embedded PostgreSQL in {data_dir}", err=True)
+    _embedded_server, url = start_embedded(data_dir)
+    return url
+
+
+def _migrate(url: str) -> None:
+    from app.db.migrate import upgrade
+
+    upgrade(url)
+
+
+async def _with_conn(url: str, settings: Settings, work: Any) -> Any:
+    from app.db.engine import create_engine
+    from app.programs.service import ensure_program
+
+    engine = create_engine(url, settings)
+    try:
+        async with engine.begin() as conn:
+            program = await ensure_program(conn, settings)
+            return await work(conn, program.id)
+    finally:
+        await engine.dispose()
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations up to the newest."""
+    settings = get_settings()
+    _migrate(_database_url(settings))
+    typer.echo("migrated")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log")] = True,
+) -> None:
+    """Migrate, print a bootstrap operator key on first start, and serve HTTP."""
+    import uvicorn
+
+    settings = get_settings()
+    url = _database_url(settings)
+    if migrate_first:
+        _migrate(url)
+
+    async def bootstrap(conn: AsyncConnection, program_id: int) -> str | None:
+        from app.auth.service import bootstrap_operator_key
+
+        return await bootstrap_operator_key(conn, program_id)
+
+    key = asyncio.run(_with_conn(url, settings, bootstrap))
+    if key:
+        typer.echo("")
+        typer.echo("First start: created an operator API key. It is shown only this once:")
+        typer.echo(f"    {key}")
+        typer.echo("")
+    # Workers are separate processes: they read the URL from the environment.
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    uvicorn.run(
+        "app.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        loop="auto",
+        http="auto",
+    )
+
+
+@keys_cli.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    role: Annotated[str, typer.Option(help="operator or partner")] = "partner",
+    partner_id: Annotated[str | None, typer.Option(help="Partner id, for partner keys.")] = None,
+) -> None:
+    """Create a key and print its secret (shown once)."""
+    from app.auth.schemas import ApiKeyCreate
+    from app.auth.service import create_key
+
+    settings = get_settings()
+    req = ApiKeyCreate.model_validate({"name": name, "role": role, "partner_id": partner_id})
+
+    async def work(conn: AsyncConnection, program_id: int) -> Any:
+        return await create_key(conn, program_id, req)
+
+    created = asyncio.run(_with_conn(_database_url(settings), settings, work))
+    typer.echo(f"id:  {created.id}")
+    typer.echo(f"key: {created.key}")
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List keys (prefixes only; secrets are never stored)."""
+    from app.auth.service import list_keys
+
+    settings = get_settings()
+
+    async def work(conn: AsyncConnection, program_id: int) -> Any:
+        return await list_keys(conn, program_id)
+
+    for key in asyncio.run(_with_conn(_database_url(settings), settings, work)):
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        partner = f" partner={key.partner_id}" if key.partner_id else ""
+        typer.echo(f"{key.id}  {key.key_prefix}…  {key.role}{partner}  {state}  {key.name}")
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
+    """Revoke a key; requests with it get 401 from then on."""
+    from app.auth.service import revoke_key
+
+    settings = get_settings()
+
+    async def work(conn: AsyncConnection, program_id: int) -> Any:
+        return await revoke_key(conn, program_id, uuid.UUID(key_id))
+
+    revoked = asyncio.run(_with_conn(_database_url(settings), settings, work))
+    typer.echo(f"revoked {revoked.id} at {revoked.revoked_at}")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,81 @@
+"""Run a request once per Idempotency-Key, and replay its first answer to every retry.
+
+The key is claimed in the request's own database transaction, before anything else is written.
+The answer is stored in that same transaction, so either both the posting and its answer
+commit, or neither does and a retry runs afresh. Refusals (insufficient balance, unknown card)
+are answers too: they are stored, so a retry never flips an outcome.
+"""
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from app.core.errors import PROBLEM_JSON, AppError
+from app.idempotency import repository
+from app.idempotency.errors import IdempotencyKeyReused
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+Action = Callable[[], Awaitable[tuple[int, BaseModel]]]
+
+
+def request_fingerprint(method: str, path: str, body: BaseModel) -> bytes:
+    """Canonical: key order and whitespace of the JSON sent do not matter; values do."""
+    canonical = orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).digest()
+
+
+def _response(status: int, body: bytes, replayed: bool) -> Response:
+    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    media = PROBLEM_JSON if status >= 400 else "application/json"
+    return Response(content=body, status_code=status, media_type=media, headers=headers)
+
+
+def _render(model: BaseModel) -> bytes:
+    return orjson.dumps(model.model_dump(mode="json"))
+
+
+async def run_once(
+    conn: AsyncConnection,
+    *,
+    api_key_id: uuid.UUID,
+    key: str | None,
+    fingerprint: bytes,
+    action: Action,
+) -> Response:
+    if key is None:
+        status, model = await action()
+        return _response(status, _render(model), replayed=False)
+
+    if not await repository.claim(conn, api_key_id, key, fingerprint):
+        record = await repository.fetch(conn, api_key_id, key)
+        if record is None or record.response_status is None:
+            # Cannot happen: a claim is only visible once its transaction committed its answer.
+            raise RuntimeError("idempotency record without an answer")
+        if record.request_hash != fingerprint:
+            raise IdempotencyKeyReused(
+                "The same Idempotency-Key was sent before with a different body or path; "
+                "use a new key for a new request."
+            )
+        return _response(record.response_status, record.response_body, replayed=True)
+
+    body: bytes
+    try:
+        status, model = await action()
+        body = _render(model)
+    except AppError as exc:
+        if not exc.replayable:
+            raise
+        status, body = exc.status, orjson.dumps(_problem(exc))
+    await repository.store(conn, api_key_id, key, status, body)
+    return _response(status, body, replayed=False)
+
+
+def _problem(exc: AppError) -> dict[str, Any]:
+    return exc.problem()

@@ -1,0 +1,177 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from starlette.responses import Response
+
+from app.auth.deps import CurrentPrincipal
+from app.cards.errors import CardBlocked, CardNotFound
+from app.core.deps import AppSettings
+from app.core.errors import (
+    AmountOutOfRange,
+    Forbidden,
+    MalformedJson,
+    PayloadTooLarge,
+    RetryLater,
+    Unauthorized,
+    ValidationFailed,
+)
+from app.core.schemas import CardNumberInPath, problem_responses
+from app.db.session import Conn
+from app.idempotency import service as idempotency
+from app.idempotency.deps import require_idempotency_key
+from app.idempotency.errors import IdempotencyKeyRequired, IdempotencyKeyReused
+from app.ledger import service
+from app.ledger.errors import (
+    CurrencyMismatch,
+    DuplicateReference,
+    InsufficientBalance,
+    InvalidCursor,
+    OccurredAtOutOfRange,
+    PartnerCannotEarn,
+    PartnerCannotRedeem,
+    PartnerRequired,
+    TransactionNotFound,
+)
+from app.ledger.schemas import (
+    AccrualCreate,
+    AccrualRead,
+    BalanceRead,
+    CardTransactionPage,
+    PurchaseAccrualCreate,
+    RedemptionCreate,
+    RedemptionRead,
+    TransactionRead,
+)
+from app.partners.errors import PartnerNotFound
+from app.programs.deps import CurrentProgram
+
+router = APIRouter(tags=["ledger"])
+
+IdempotencyKey = Annotated[str, Depends(require_idempotency_key)]
+
+_COMMON = (
+    Unauthorized,
+    Forbidden,
+    ValidationFailed,
+    MalformedJson,
+    PayloadTooLarge,
+    IdempotencyKeyRequired,
+    IdempotencyKeyReused,
+    AmountOutOfRange,
+    RetryLater,
+    CardNotFound,
+    CardBlocked,
+    PartnerNotFound,
+    DuplicateReference,
+    OccurredAtOutOfRange,
+)
+
+
+@router.post(
+    "/v1/accruals",
+    status_code=201,
+    operation_id="create_accrual",
+    response_model=AccrualRead,
+    responses={
+        200: {"description": "The purchase earned nothing; nothing was posted."},
+        **problem_responses(*_COMMON, CurrencyMismatch, PartnerRequired, PartnerCannotEarn),
+    },
+)
+async def create_accrual(
+    body: Annotated[AccrualCreate, Body()],
+    request: Request,
+    conn: Conn,
+    program: CurrentProgram,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey,
+) -> Response:
+    """Earn: a purchase at a partner (`kind: purchase`) earns points and cashback by the
+    partner's rates; an operator award (`kind: award`) credits points. The answer says what was
+    earned and the card's new balances. Retries with the same Idempotency-Key get the first
+    answer."""
+
+    async def action() -> tuple[int, AccrualRead]:
+        if isinstance(body, PurchaseAccrualCreate):
+            return await service.accrue_purchase(conn, program, settings, principal, body)
+        return await service.accrue_award(conn, program, settings, principal, body)
+
+    return await idempotency.run_once(
+        conn,
+        api_key_id=principal.api_key_id,
+        key=idempotency_key,
+        fingerprint=idempotency.request_fingerprint("POST", request.url.path, body),
+        action=action,
+    )
+
+
+@router.post(
+    "/v1/redemptions",
+    status_code=201,
+    operation_id="create_redemption",
+    response_model=RedemptionRead,
+    responses=problem_responses(*_COMMON, InsufficientBalance, PartnerCannotRedeem),
+)
+async def create_redemption(
+    body: RedemptionCreate,
+    request: Request,
+    conn: Conn,
+    program: CurrentProgram,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey,
+) -> Response:
+    """Spend points or cashback from a card. Refused with `insufficient_balance` when the card
+    holds less, however many tills try at once; a retry of a refusal stays refused."""
+
+    async def action() -> tuple[int, RedemptionRead]:
+        return await service.redeem(conn, program, settings, principal, body)
+
+    return await idempotency.run_once(
+        conn,
+        api_key_id=principal.api_key_id,
+        key=idempotency_key,
+        fingerprint=idempotency.request_fingerprint("POST", request.url.path, body),
+        action=action,
+    )
+
+
+@router.get(
+    "/v1/cards/{card_number}/balance",
+    operation_id="get_card_balance",
+    responses=problem_responses(Unauthorized, ValidationFailed, CardNotFound),
+)
+async def get_card_balance(
+    card_number: CardNumberInPath, conn: Conn, program: CurrentProgram, _: CurrentPrincipal
+) -> BalanceRead:
+    return await service.balance(conn, program, card_number)
+
+
+@router.get(
+    "/v1/cards/{card_number}/transactions",
+    operation_id="list_card_transactions",
+    responses=problem_responses(Unauthorized, ValidationFailed, CardNotFound, InvalidCursor),
+)
+async def list_card_transactions(
+    card_number: CardNumberInPath,
+    conn: Conn,
+    program: CurrentProgram,
+    principal: CurrentPrincipal,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> CardTransactionPage:
+    """The card's history, newest first. A partner key sees only its own transactions."""
+    return await service.card_history(conn, program, principal, card_number, cursor, limit)
+
+
+@router.get(
+    "/v1/transactions/{transaction_id}",
+    operation_id="get_transaction",
+    responses=problem_responses(Unauthorized, ValidationFailed, TransactionNotFound),
+)
+async def get_transaction(
+    transaction_id: uuid.UUID, conn: Conn, program: CurrentProgram, principal: CurrentPrincipal
+) -> TransactionRead:
+    """A transaction with all its entries. Partner keys see only their own."""
+    return await service.get_transaction(conn, program, principal, transaction_id)

@@ -1,0 +1,155 @@
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field
+
+from app.core.schemas import (
+    MAX_AMOUNT,
+    CardNumber,
+    CurrencyCode,
+    PositiveAmount,
+    Reference,
+    RequestModel,
+    ResponseModel,
+)
+from app.models.enums import AccountKind, Asset, TransactionType
+
+OccurredAt = Annotated[
+    AwareDatetime | None,
+    Field(
+        description="When it happened at the till, with a UTC offset. Defaults to now; may be "
+        "in the past for a till that was offline.",
+    ),
+]
+
+
+class PurchaseAccrualCreate(RequestModel):
+    """A purchase at a partner: earns by that partner's rates."""
+
+    kind: Literal["purchase"]
+    card_number: CardNumber
+    amount: PositiveAmount = Field(description="Purchase amount in minor units.")
+    currency: CurrencyCode
+    reference: Reference
+    occurred_at: OccurredAt = None
+    partner_id: uuid.UUID | None = Field(
+        default=None,
+        description="Operator keys: the partner where the purchase happened. Partner keys post "
+        "as their own partner and may omit it.",
+    )
+
+
+class AwardAccrualCreate(RequestModel):
+    """Points credited by the operator outside a purchase: a referral bonus, a goodwill credit."""
+
+    kind: Literal["award"]
+    card_number: CardNumber
+    points: Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
+    reason: Annotated[str, Field(min_length=1, max_length=500, examples=["referral bonus"])]
+    reference: Reference | None = None
+    occurred_at: OccurredAt = None
+
+
+AccrualCreate = Annotated[
+    PurchaseAccrualCreate | AwardAccrualCreate, Field(discriminator="kind")
+]
+
+
+class AssetAmounts(ResponseModel):
+    points: int
+    cashback: int = Field(description="Minor units of the program currency.")
+
+
+class AccrualRead(ResponseModel):
+    transaction_id: uuid.UUID | None = Field(
+        description="Null when the purchase earned nothing (then nothing is posted, status 200)."
+    )
+    kind: Literal["purchase", "award"]
+    card_number: str
+    partner_id: uuid.UUID | None
+    reference: str | None
+    occurred_at: datetime
+    posted_at: datetime | None
+    earned: AssetAmounts
+    balance: AssetAmounts
+    currency: str
+
+
+class RedemptionCreate(RequestModel):
+    card_number: CardNumber
+    asset: Asset
+    amount: PositiveAmount = Field(description="Points, or minor units of cashback, to spend.")
+    reference: Reference
+    occurred_at: OccurredAt = None
+    partner_id: uuid.UUID | None = Field(
+        default=None,
+        description="Operator keys: the partner where it is spent (omit for the operator's own "
+        "rewards). Partner keys spend at their own partner.",
+    )
+
+
+class RedemptionRead(ResponseModel):
+    transaction_id: uuid.UUID
+    card_number: str
+    partner_id: uuid.UUID | None
+    reference: str
+    asset: Asset
+    amount: int
+    occurred_at: datetime
+    posted_at: datetime
+    balance: AssetAmounts
+    currency: str
+
+
+class BalanceRead(ResponseModel):
+    card_number: str
+    status: str
+    points: int
+    cashback: int = Field(description="Minor units of `currency`.")
+    currency: str
+
+
+class CardTransactionRead(ResponseModel):
+    """One transaction as the card sees it: what it did to the card's balances."""
+
+    id: uuid.UUID
+    type: TransactionType
+    partner_id: uuid.UUID | None
+    reference: str | None
+    description: str | None
+    purchase_amount: int | None
+    occurred_at: datetime
+    posted_at: datetime
+    points: int = Field(description="Change of the card's points (signed).")
+    cashback: int = Field(description="Change of the card's cashback (signed, minor units).")
+
+
+class CardTransactionPage(ResponseModel):
+    items: list[CardTransactionRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+
+
+class EntryRead(ResponseModel):
+    account_id: int
+    account_kind: AccountKind
+    asset: Asset
+    amount: int = Field(description="Signed, from the account holder's point of view.")
+    card_number: str | None
+    partner_id: uuid.UUID | None
+
+
+class TransactionRead(ResponseModel):
+    id: uuid.UUID
+    type: TransactionType
+    card_number: str | None
+    partner_id: uuid.UUID | None
+    api_key_id: uuid.UUID
+    reference: str | None
+    description: str | None
+    purchase_amount: int | None
+    currency: str | None
+    corrects_id: uuid.UUID | None
+    occurred_at: datetime
+    posted_at: datetime
+    entries: list[EntryRead]

@@ -1,0 +1,423 @@
+"""Use cases of the ledger: accrue, redeem, and read what a card has and did.
+
+Each posting runs inside the request's unit of work (see app/db/session.py) and the
+idempotency wrapper (app/idempotency/service.py); refusals raise before anything is written,
+or come from the single posting statement, which writes nothing when it refuses."""
+
+import base64
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.auth.deps import Principal
+from app.cards.errors import CardBlocked, CardNotFound
+from app.core.config import Settings
+from app.core.errors import Forbidden
+from app.core.ids import uuid7
+from app.db.errors import violated_constraint
+from app.ledger import repository
+from app.ledger.earn import EarnRates, earn_for_purchase
+from app.ledger.errors import (
+    CurrencyMismatch,
+    DuplicateReference,
+    InsufficientBalance,
+    InvalidCursor,
+    OccurredAtOutOfRange,
+    PartnerCannotEarn,
+    PartnerCannotRedeem,
+    PartnerRequired,
+    TransactionNotFound,
+)
+from app.ledger.schemas import (
+    AccrualRead,
+    AssetAmounts,
+    AwardAccrualCreate,
+    BalanceRead,
+    CardTransactionPage,
+    CardTransactionRead,
+    EntryRead,
+    PurchaseAccrualCreate,
+    RedemptionCreate,
+    RedemptionRead,
+    TransactionRead,
+)
+from app.models.enums import AccountKind, Asset, CardStatus, TransactionType
+from app.partners.errors import PartnerNotFound
+from app.programs.service import ProgramContext
+
+_REFERENCE_INDEXES = {"uq_transactions_partner_reference", "uq_transactions_operator_reference"}
+
+Leg = tuple[int, str, int]
+"""(account id, asset, signed amount)"""
+
+
+def _posting_partner(principal: Principal, requested: uuid.UUID | None) -> uuid.UUID | None:
+    """Operator keys post for the partner they name (or none); partner keys only as themselves."""
+    if principal.is_operator:
+        return requested
+    if requested is not None and requested != principal.partner_id:
+        raise Forbidden("A partner key posts as its own partner only.")
+    return principal.partner_id
+
+
+def _occurred_at(value: datetime | None, settings: Settings) -> datetime:
+    now = datetime.now(UTC)
+    if value is None:
+        return now
+    if value > now + timedelta(seconds=settings.max_clock_skew_seconds):
+        raise OccurredAtOutOfRange("occurred_at is in the future; check the till's clock.")
+    if value < now - timedelta(days=settings.max_backdate_days):
+        raise OccurredAtOutOfRange(
+            f"occurred_at is more than {settings.max_backdate_days} days in the past."
+        )
+    return value
+
+
+def _check_card(ctx: Row[tuple[object, ...]]) -> None:
+    if ctx.card_id is None:
+        raise CardNotFound()
+    if ctx.card_status == CardStatus.BLOCKED:
+        raise CardBlocked()
+
+
+def _check_not_duplicate(ctx: Row[tuple[object, ...]], reference: str | None) -> None:
+    if ctx.duplicate_id is not None:
+        raise DuplicateReference(
+            f"Reference {reference!r} was already posted.",
+            transaction_id=str(ctx.duplicate_id),
+        )
+
+
+async def _post(
+    conn: AsyncConnection,
+    *,
+    transaction: dict[str, object],
+    card_id: int,
+    legs: list[Leg],
+    card_accounts: list[int],
+) -> repository.PostingRow:
+    try:
+        result = await repository.post(
+            conn,
+            transaction=transaction,
+            card_id=card_id,
+            card_accounts=sorted(card_accounts),
+            legs=legs,
+        )
+    except IntegrityError as exc:
+        if violated_constraint(exc) in _REFERENCE_INDEXES:
+            # Another request with the same reference committed between our context read and
+            # this insert. The transaction is aborted, so this answer cannot be stored.
+            err = DuplicateReference(f"Reference {transaction['reference']!r} was already posted.")
+            err.replayable = False
+            raise err from exc
+        raise
+    if not result.applied and result.moved_count > 0:
+        # Some card legs applied and others did not: the statement wrote a partial update.
+        # Raising rolls the whole unit of work back. (Unreachable with today's postings:
+        # only single-leg debits can be refused.)
+        raise RuntimeError("posting partially applied; rolled back")
+    return result
+
+
+def _balances(balances: dict[str, int]) -> AssetAmounts:
+    return AssetAmounts(points=balances[Asset.POINTS], cashback=balances[Asset.CASHBACK])
+
+
+async def accrue_purchase(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    settings: Settings,
+    principal: Principal,
+    req: PurchaseAccrualCreate,
+) -> tuple[int, AccrualRead]:
+    partner_id = _posting_partner(principal, req.partner_id)
+    if partner_id is None:
+        raise PartnerRequired()
+    if req.currency != program.currency:
+        raise CurrencyMismatch(f"This program's currency is {program.currency}.")
+    occurred_at = _occurred_at(req.occurred_at, settings)
+    ctx = await repository.load_context(
+        conn,
+        program_id=program.id,
+        card_number=req.card_number,
+        partner_id=partner_id,
+        counter_kind=AccountKind.PARTNER_ISSUED,
+        type=TransactionType.ACCRUAL,
+        reference=req.reference,
+    )
+    _check_card(ctx)
+    if ctx.partner_id is None:
+        raise PartnerNotFound()
+    if not ctx.can_earn:
+        raise PartnerCannotEarn()
+    _check_not_duplicate(ctx, req.reference)
+
+    rates = EarnRates(ctx.earn_points, ctx.earn_per_amount, ctx.cashback_bps)
+    earned = earn_for_purchase(req.amount, rates)
+    legs: list[Leg] = []
+    card_accounts: list[int] = []
+    if earned.points:
+        legs += [
+            (ctx.card_points_account, Asset.POINTS, earned.points),
+            (ctx.counter_points_account, Asset.POINTS, -earned.points),
+        ]
+        card_accounts.append(ctx.card_points_account)
+    if earned.cashback:
+        legs += [
+            (ctx.card_cashback_account, Asset.CASHBACK, earned.cashback),
+            (ctx.counter_cashback_account, Asset.CASHBACK, -earned.cashback),
+        ]
+        card_accounts.append(ctx.card_cashback_account)
+
+    answer = {
+        "kind": "purchase",
+        "card_number": req.card_number,
+        "partner_id": partner_id,
+        "reference": req.reference,
+        "occurred_at": occurred_at,
+        "earned": AssetAmounts(points=earned.points, cashback=earned.cashback),
+        "currency": program.currency,
+    }
+    if not legs:
+        # Too small a purchase to earn a whole point or cent: nothing to post.
+        row = await repository.balance(conn, program.id, req.card_number)
+        assert row is not None
+        current = AssetAmounts(points=row.points, cashback=row.cashback)
+        return 200, AccrualRead(transaction_id=None, posted_at=None, balance=current, **answer)
+
+    transaction_id = uuid7()
+    result = await _post(
+        conn,
+        transaction={
+            "id": transaction_id,
+            "program_id": program.id,
+            "type": TransactionType.ACCRUAL.value,
+            "partner_id": partner_id,
+            "api_key_id": principal.api_key_id,
+            "reference": req.reference,
+            "purchase_amount": req.amount,
+            "currency": req.currency,
+            "description": None,
+            "occurred_at": occurred_at,
+        },
+        card_id=ctx.card_id,
+        legs=legs,
+        card_accounts=card_accounts,
+    )
+    return 201, AccrualRead(
+        transaction_id=transaction_id,
+        posted_at=result.posted_at,
+        balance=_balances(result.balances),
+        **answer,
+    )
+
+
+async def accrue_award(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    settings: Settings,
+    principal: Principal,
+    req: AwardAccrualCreate,
+) -> tuple[int, AccrualRead]:
+    if not principal.is_operator:
+        raise Forbidden("Only the operator awards points outside a purchase.")
+    occurred_at = _occurred_at(req.occurred_at, settings)
+    ctx = await repository.load_context(
+        conn,
+        program_id=program.id,
+        card_number=req.card_number,
+        partner_id=None,
+        counter_kind=AccountKind.OPERATOR_ISSUED,
+        type=TransactionType.AWARD,
+        reference=req.reference,
+    )
+    _check_card(ctx)
+    if req.reference is not None:
+        _check_not_duplicate(ctx, req.reference)
+    counter = program.operator_account(AccountKind.OPERATOR_ISSUED, Asset.POINTS)
+    transaction_id = uuid7()
+    result = await _post(
+        conn,
+        transaction={
+            "id": transaction_id,
+            "program_id": program.id,
+            "type": TransactionType.AWARD.value,
+            "partner_id": None,
+            "api_key_id": principal.api_key_id,
+            "reference": req.reference,
+            "purchase_amount": None,
+            "currency": None,
+            "description": req.reason,
+            "occurred_at": occurred_at,
+        },
+        card_id=ctx.card_id,
+        legs=[
+            (ctx.card_points_account, Asset.POINTS, req.points),
+            (counter, Asset.POINTS, -req.points),
+        ],
+        card_accounts=[ctx.card_points_account],
+    )
+    return 201, AccrualRead(
+        transaction_id=transaction_id,
+        kind="award",
+        card_number=req.card_number,
+        partner_id=None,
+        reference=req.reference,
+        occurred_at=occurred_at,
+        posted_at=result.posted_at,
+        earned=AssetAmounts(points=req.points, cashback=0),
+        balance=_balances(result.balances),
+        currency=program.currency,
+    )
+
+
+async def redeem(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    settings: Settings,
+    principal: Principal,
+    req: RedemptionCreate,
+) -> tuple[int, RedemptionRead]:
+    partner_id = _posting_partner(principal, req.partner_id)
+    occurred_at = _occurred_at(req.occurred_at, settings)
+    counter_kind = (
+        AccountKind.PARTNER_REDEEMED if partner_id is not None else AccountKind.OPERATOR_REDEEMED
+    )
+    ctx = await repository.load_context(
+        conn,
+        program_id=program.id,
+        card_number=req.card_number,
+        partner_id=partner_id,
+        counter_kind=counter_kind,
+        type=TransactionType.REDEMPTION,
+        reference=req.reference,
+    )
+    _check_card(ctx)
+    if partner_id is not None:
+        if ctx.partner_id is None:
+            raise PartnerNotFound()
+        if not ctx.can_redeem:
+            raise PartnerCannotRedeem()
+    _check_not_duplicate(ctx, req.reference)
+
+    if req.asset == Asset.POINTS:
+        card_account, counter = ctx.card_points_account, ctx.counter_points_account
+    else:
+        card_account, counter = ctx.card_cashback_account, ctx.counter_cashback_account
+    if partner_id is None:
+        counter = program.operator_account(AccountKind.OPERATOR_REDEEMED, req.asset)
+
+    transaction_id = uuid7()
+    result = await _post(
+        conn,
+        transaction={
+            "id": transaction_id,
+            "program_id": program.id,
+            "type": TransactionType.REDEMPTION.value,
+            "partner_id": partner_id,
+            "api_key_id": principal.api_key_id,
+            "reference": req.reference,
+            "purchase_amount": None,
+            "currency": None,
+            "description": None,
+            "occurred_at": occurred_at,
+        },
+        card_id=ctx.card_id,
+        legs=[(card_account, req.asset, -req.amount), (counter, req.asset, req.amount)],
+        card_accounts=[card_account],
+    )
+    if not result.applied:
+        available = result.balances[req.asset]
+        raise InsufficientBalance(
+            f"The card holds {available} {req.asset.value}; {req.amount} were asked for.",
+            asset=req.asset.value,
+            available=available,
+            requested=req.amount,
+        )
+    return 201, RedemptionRead(
+        transaction_id=transaction_id,
+        card_number=req.card_number,
+        partner_id=partner_id,
+        reference=req.reference,
+        asset=req.asset,
+        amount=req.amount,
+        occurred_at=occurred_at,
+        posted_at=result.posted_at,  # type: ignore[arg-type]
+        balance=_balances(result.balances),
+        currency=program.currency,
+    )
+
+
+async def balance(conn: AsyncConnection, program: ProgramContext, card_number: str) -> BalanceRead:
+    row = await repository.balance(conn, program.id, card_number)
+    if row is None:
+        raise CardNotFound()
+    return BalanceRead(
+        card_number=row.card_number,
+        status=row.status,
+        points=row.points,
+        cashback=row.cashback,
+        currency=program.currency,
+    )
+
+
+def encode_cursor(posted_at: datetime, transaction_id: uuid.UUID) -> str:
+    raw = f"{posted_at.isoformat()}|{transaction_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        posted_at, transaction_id = raw.split("|")
+        parsed = datetime.fromisoformat(posted_at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return parsed, uuid.UUID(transaction_id)
+    except ValueError as exc:
+        raise InvalidCursor() from exc
+
+
+async def card_history(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    principal: Principal,
+    card_number: str,
+    cursor: str | None,
+    limit: int,
+) -> CardTransactionPage:
+    before = decode_cursor(cursor) if cursor else None
+    card_id = await repository.card_id(conn, program.id, card_number)
+    if card_id is None:
+        raise CardNotFound()
+    rows = await repository.card_history(
+        conn,
+        card_id=card_id,
+        # A partner sees what happened at its own tills only.
+        partner_id=None if principal.is_operator else principal.partner_id,
+        before=before,
+        limit=limit + 1,
+    )
+    items = [CardTransactionRead(**r._mapping) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = encode_cursor(last.posted_at, last.id)
+    return CardTransactionPage(items=items, next_cursor=next_cursor)
+
+
+async def get_transaction(
+    conn: AsyncConnection, program: ProgramContext, principal: Principal, transaction_id: uuid.UUID
+) -> TransactionRead:
+    row = await repository.transaction(conn, program.id, transaction_id)
+    # To a partner, another partner's transaction does not exist (404, not 403: no probing).
+    if row is None or (not principal.is_operator and row.partner_id != principal.partner_id):
+        raise TransactionNotFound()
+    entries = await repository.transaction_entries(conn, transaction_id)
+    return TransactionRead(
+        **row._mapping, entries=[EntryRead(**e._mapping) for e in entries]
+    )

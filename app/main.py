@@ -1,0 +1,79 @@
+"""The ASGI application: routers, error handlers, and the pool's lifetime."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.auth.router import router as api_keys_router
+from app.cards.router import router as cards_router
+from app.core.body_limit import BodySizeLimit
+from app.core.config import Settings, get_settings
+from app.core.errors import install_error_handlers
+from app.core.schemas import Problem
+from app.db.engine import create_engine
+from app.db.migrate import head_revision
+from app.health.router import router as health_router
+from app.ledger.router import router as ledger_router
+from app.partners.router import router as partners_router
+from app.programs.service import ensure_program
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.database_url:
+            raise RuntimeError(
+                "DATABASE_URL is not set. Start the service with `loyalty-ledger serve` "
+                "(or `make run`), which starts an embedded PostgreSQL when it is unset."
+            )
+        engine = create_engine(settings.database_url, settings)
+        app.state.engine = engine
+        async with engine.begin() as conn:
+            app.state.program = await ensure_program(conn, settings)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="loyalty-ledger",
+        version="1",
+        summary="A double-entry ledger of loyalty points and cashback per card.",
+        description=(
+            "Amounts are integers: points are whole points; cashback and purchase amounts are "
+            "minor units (cents) of the program currency. Errors are RFC 9457 "
+            "`application/problem+json` with a stable `code`. Every POST that moves value "
+            "needs an `Idempotency-Key` header."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.expected_revision = head_revision()
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router in (health_router, api_keys_router, partners_router, cards_router, ledger_router):
+        app.include_router(router)
+    _register_problem_schema(app)
+    return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Add the Problem schema that every route's error responses refer to."""
+    original = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+app = create_app()

@@ -1,0 +1,51 @@
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from app.core.schemas import RequestModel, ResponseModel
+
+
+class EarnRate(RequestModel):
+    """`points` points for every `per_amount` minor units spent, rounded down.
+    Example: 1 point per 100.00 EUR is `{"points": 1, "per_amount": 10000}`."""
+
+    points: Annotated[int, Field(strict=True, ge=0, le=1_000_000)]
+    per_amount: Annotated[int, Field(strict=True, gt=0, le=10**12)]
+
+
+class PartnerCreate(RequestModel):
+    code: Annotated[
+        str,
+        Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", examples=["fitclub"]),
+    ]
+    name: Annotated[str, Field(min_length=1, max_length=200, examples=["Fit Club"])]
+    earn_rate: EarnRate
+    cashback_bps: Annotated[
+        int,
+        Field(
+            strict=True,
+            ge=0,
+            le=10_000,
+            description="Cashback in basis points of the purchase amount (250 = 2.5%).",
+        ),
+    ] = 0
+    can_earn: Annotated[bool, Field(strict=True)] = True
+    can_redeem: Annotated[bool, Field(strict=True)] = True
+
+
+class EarnRateRead(ResponseModel):
+    points: int
+    per_amount: int
+
+
+class PartnerRead(ResponseModel):
+    id: uuid.UUID
+    code: str
+    name: str
+    earn_rate: EarnRateRead
+    cashback_bps: int
+    can_earn: bool
+    can_redeem: bool
+    created_at: datetime
