@@ -76,9 +76,10 @@ POST = text("""
             (id, program_id, type, card_id, partner_id, api_key_id, reference,
              purchase_amount, currency, description, occurred_at)
         SELECT :id, :program_id, :type, :card_id, CAST(:partner_id AS uuid), :api_key_id,
-               :reference, :purchase_amount, :currency, :description, :occurred_at
+               :reference, :purchase_amount, :currency, :description,
+               coalesce(CAST(:occurred_at AS timestamptz), now())
         FROM ok WHERE ok.ok
-        RETURNING posted_at
+        RETURNING posted_at, occurred_at
     ),
     written AS (
         INSERT INTO entries (transaction_id, account_id, asset, amount)
@@ -90,6 +91,7 @@ POST = text("""
            coalesce(m.balance, a.balance) AS balance,
            (SELECT count(*) FROM moved) AS moved_count,
            (SELECT posted_at FROM posted) AS posted_at,
+           (SELECT occurred_at FROM posted) AS occurred_at,
            (SELECT count(*) FROM written) AS entry_count
     FROM accounts a LEFT JOIN moved m ON m.id = a.id
     WHERE a.card_id = :card_id
@@ -151,6 +153,7 @@ class PostingRow:
     applied: bool
     moved_count: int
     posted_at: datetime | None
+    occurred_at: datetime | None
     balances: dict[str, int]
 
 
@@ -198,6 +201,7 @@ async def post(
         applied=first.posted_at is not None,
         moved_count=int(first.moved_count),
         posted_at=first.posted_at,
+        occurred_at=first.occurred_at,
         balances={r.asset: int(r.balance) for r in rows},
     )
 

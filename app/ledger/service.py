@@ -63,10 +63,11 @@ def _posting_partner(principal: Principal, requested: uuid.UUID | None) -> uuid.
     return principal.partner_id
 
 
-def _occurred_at(value: datetime | None, settings: Settings) -> datetime:
-    now = datetime.now(UTC)
+def _check_occurred_at(value: datetime | None, settings: Settings) -> datetime | None:
+    """None means "now": the database stamps it with the transaction's own time."""
     if value is None:
-        return now
+        return None
+    now = datetime.now(UTC)
     if value > now + timedelta(seconds=settings.max_clock_skew_seconds):
         raise OccurredAtOutOfRange("occurred_at is in the future; check the till's clock.")
     if value < now - timedelta(days=settings.max_backdate_days):
@@ -139,7 +140,7 @@ async def accrue_purchase(
         raise PartnerRequired()
     if req.currency != program.currency:
         raise CurrencyMismatch(f"This program's currency is {program.currency}.")
-    occurred_at = _occurred_at(req.occurred_at, settings)
+    occurred_at = _check_occurred_at(req.occurred_at, settings)
     ctx = await repository.load_context(
         conn,
         program_id=program.id,
@@ -178,7 +179,6 @@ async def accrue_purchase(
         "card_number": req.card_number,
         "partner_id": partner_id,
         "reference": req.reference,
-        "occurred_at": occurred_at,
         "earned": AssetAmounts(points=earned.points, cashback=earned.cashback),
         "currency": program.currency,
     }
@@ -187,7 +187,13 @@ async def accrue_purchase(
         row = await repository.balance(conn, program.id, req.card_number)
         assert row is not None
         current = AssetAmounts(points=row.points, cashback=row.cashback)
-        return 200, AccrualRead(transaction_id=None, posted_at=None, balance=current, **answer)
+        return 200, AccrualRead(
+            transaction_id=None,
+            occurred_at=occurred_at or datetime.now(UTC),
+            posted_at=None,
+            balance=current,
+            **answer,
+        )
 
     transaction_id = uuid7()
     result = await _post(
@@ -210,6 +216,7 @@ async def accrue_purchase(
     )
     return 201, AccrualRead(
         transaction_id=transaction_id,
+        occurred_at=result.occurred_at,
         posted_at=result.posted_at,
         balance=_balances(result.balances),
         **answer,
@@ -225,7 +232,7 @@ async def accrue_award(
 ) -> tuple[int, AccrualRead]:
     if not principal.is_operator:
         raise Forbidden("Only the operator awards points outside a purchase.")
-    occurred_at = _occurred_at(req.occurred_at, settings)
+    occurred_at = _check_occurred_at(req.occurred_at, settings)
     ctx = await repository.load_context(
         conn,
         program_id=program.id,
@@ -267,7 +274,7 @@ async def accrue_award(
         card_number=req.card_number,
         partner_id=None,
         reference=req.reference,
-        occurred_at=occurred_at,
+        occurred_at=result.occurred_at,
         posted_at=result.posted_at,
         earned=AssetAmounts(points=req.points, cashback=0),
         balance=_balances(result.balances),
@@ -283,7 +290,7 @@ async def redeem(
     req: RedemptionCreate,
 ) -> tuple[int, RedemptionRead]:
     partner_id = _posting_partner(principal, req.partner_id)
-    occurred_at = _occurred_at(req.occurred_at, settings)
+    occurred_at = _check_occurred_at(req.occurred_at, settings)
     counter_kind = (
         AccountKind.PARTNER_REDEEMED if partner_id is not None else AccountKind.OPERATOR_REDEEMED
     )
@@ -345,8 +352,8 @@ async def redeem(
         reference=req.reference,
         asset=req.asset,
         amount=req.amount,
-        occurred_at=occurred_at,
-        posted_at=result.posted_at,  # type: ignore[arg-type]
+        occurred_at=result.occurred_at,
+        posted_at=result.posted_at,
         balance=_balances(result.balances),
         currency=program.currency,
     )
