@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.config import Settings, get_settings
 
-cli = typer.Typer(help="A double-entry ledger of loyalty points and cashback.", no_args_is_help=True)
+cli = typer.Typer(
+    help="A double-entry ledger of loyalty points and cashback.", no_args_is_help=True
+)
 keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="api-keys")
 
@@ -98,6 +100,31 @@ def serve(
         loop="auto",
         http="auto",
     )
+
+
+@cli.command()
+def openapi(
+    output: Annotated[Path, typer.Option(help="Where to write the document.")] = Path(
+        "openapi/openapi.json"
+    ),
+    check: Annotated[
+        bool, typer.Option("--check", help="Fail if the file differs instead of writing.")
+    ] = False,
+) -> None:
+    """Write the OpenAPI document generated from the app (deterministic: sorted keys)."""
+    from app.openapi_document import render_openapi
+
+    rendered = render_openapi()
+    if check:
+        current = output.read_text() if output.exists() else ""
+        if current != rendered:
+            typer.echo(f"{output} is stale: run `make openapi`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{output} is up to date")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(rendered)
+    typer.echo(f"wrote {output}")
 
 
 @keys_cli.command("create")

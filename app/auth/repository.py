@@ -74,4 +74,3 @@ async def count(conn: AsyncConnection, program_id: int) -> int:
 
 async def lock_bootstrap(conn: AsyncConnection) -> None:
     await conn.execute(BOOTSTRAP_LOCK)
-

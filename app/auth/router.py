@@ -9,8 +9,8 @@ from app.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.core.errors import Forbidden, Unauthorized, ValidationFailed
 from app.core.schemas import problem_responses
 from app.db.session import Conn
-from app.programs.deps import CurrentProgram
 from app.partners.errors import PartnerNotFound
+from app.programs.deps import CurrentProgram
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
 

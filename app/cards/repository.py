@@ -69,8 +69,6 @@ async def get(
     return (await conn.execute(GET_CARD, params)).first()
 
 
-async def set_status(
-    conn: AsyncConnection, program_id: int, card_number: str, status: str
-) -> bool:
+async def set_status(conn: AsyncConnection, program_id: int, card_number: str, status: str) -> bool:
     params = {"program_id": program_id, "card_number": card_number, "status": status}
     return (await conn.execute(SET_STATUS, params)).first() is not None

@@ -112,7 +112,8 @@ class AmountOutOfRange(AppError):
 
 
 class RetryLater(AppError):
-    """The database chose this request as a deadlock or serialization victim; nothing was written."""
+    """The database chose this request as a deadlock or serialization victim.
+    Nothing was written; the same request may be retried."""
 
     status = 503
     code = "retry_later"

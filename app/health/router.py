@@ -35,4 +35,3 @@ async def ready(request: Request) -> Response:
         detail = f"database at migration {revision}, this build expects {expected}"
         return problem_response(problem_body(503, "not_ready", "Not ready", detail))
     return JSONResponse({"status": "ready", "migration": revision})
-

@@ -24,7 +24,9 @@ STORE = text("""
 """)
 
 
-async def claim(conn: AsyncConnection, api_key_id: uuid.UUID, key: str, request_hash: bytes) -> bool:
+async def claim(
+    conn: AsyncConnection, api_key_id: uuid.UUID, key: str, request_hash: bytes
+) -> bool:
     params = {"api_key_id": api_key_id, "key": key, "request_hash": request_hash}
     return (await conn.execute(CLAIM, params)).first() is not None
 

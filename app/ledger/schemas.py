@@ -51,9 +51,7 @@ class AwardAccrualCreate(RequestModel):
     occurred_at: OccurredAt = None
 
 
-AccrualCreate = Annotated[
-    PurchaseAccrualCreate | AwardAccrualCreate, Field(discriminator="kind")
-]
+AccrualCreate = Annotated[PurchaseAccrualCreate | AwardAccrualCreate, Field(discriminator="kind")]
 
 
 class AssetAmounts(ResponseModel):

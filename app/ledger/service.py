@@ -425,6 +425,4 @@ async def get_transaction(
     if row is None or (not principal.is_operator and row.partner_id != principal.partner_id):
         raise TransactionNotFound()
     entries = await repository.transaction_entries(conn, transaction_id)
-    return TransactionRead(
-        **row._mapping, entries=[EntryRead(**e._mapping) for e in entries]
-    )
+    return TransactionRead(**row._mapping, entries=[EntryRead(**e._mapping) for e in entries])

@@ -15,12 +15,11 @@ class IdempotencyRecord(Base):
 
     __tablename__ = "idempotency_keys"
 
-    api_key_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("api_keys.id"), primary_key=True
-    )
+    api_key_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("api_keys.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    """SHA-256 of method, path and canonical JSON body: the same key with another body is refused."""
+    """SHA-256 of method, path and canonical JSON body.
+    The same key with another body is refused."""
     response_status: Mapped[int | None] = mapped_column(SmallInteger)
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     """The exact bytes first sent (bytea, not jsonb, which would reorder keys)."""

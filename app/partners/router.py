@@ -6,10 +6,10 @@ from app.auth.deps import OperatorPrincipal
 from app.core.errors import Forbidden, Unauthorized, ValidationFailed
 from app.core.schemas import problem_responses
 from app.db.session import Conn
-from app.programs.deps import CurrentProgram
 from app.partners import service
 from app.partners.errors import PartnerCodeTaken, PartnerNotFound
 from app.partners.schemas import PartnerCreate, PartnerRead
+from app.programs.deps import CurrentProgram
 
 router = APIRouter(prefix="/v1/partners", tags=["partners"])
 
