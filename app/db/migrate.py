@@ -8,12 +8,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+def project_root() -> Path:
+    """Where alembic.ini and migrations/ are: the source checkout (editable install), or the
+    working directory (the Docker image installs the package and ships them beside it)."""
+    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (candidate / "alembic.ini").is_file():
+            return candidate
+    raise RuntimeError("alembic.ini not found: run from the directory that holds it")
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    root = project_root()
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
     config.attributes["database_url"] = database_url
     return config
 
