@@ -47,12 +47,8 @@ async def issue_card(
     async def action() -> tuple[int, CardRead]:
         return 201, await service.issue_card(conn, program, settings, principal, body)
 
-    return await idempotency.run_once(
-        conn,
-        api_key_id=principal.api_key_id,
-        key=idempotency_key,
-        fingerprint=idempotency.request_fingerprint("POST", request.url.path, body),
-        action=action,
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
     )
 
 

@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+
 def project_root() -> Path:
     """Where alembic.ini and migrations/ are: the source checkout (editable install), or the
     working directory (the Docker image installs the package and ships them beside it)."""

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
 from starlette.responses import Response
 
 from app.core.errors import PROBLEM_JSON, AppError
@@ -79,3 +80,21 @@ async def run_once(
 
 def _problem(exc: AppError) -> dict[str, Any]:
     return exc.problem()
+
+
+async def respond_once(
+    request: Request,
+    conn: AsyncConnection,
+    api_key_id: uuid.UUID,
+    key: str | None,
+    body: BaseModel,
+    action: Action,
+) -> Response:
+    """`run_once` for a route: the fingerprint is the request's method, path and body."""
+    return await run_once(
+        conn,
+        api_key_id=api_key_id,
+        key=key,
+        fingerprint=request_fingerprint(request.method, request.url.path, body),
+        action=action,
+    )

@@ -97,12 +97,8 @@ async def create_accrual(
             return await service.accrue_purchase(conn, program, settings, principal, body)
         return await service.accrue_award(conn, program, settings, principal, body)
 
-    return await idempotency.run_once(
-        conn,
-        api_key_id=principal.api_key_id,
-        key=idempotency_key,
-        fingerprint=idempotency.request_fingerprint("POST", request.url.path, body),
-        action=action,
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
     )
 
 
@@ -128,12 +124,8 @@ async def create_redemption(
     async def action() -> tuple[int, RedemptionRead]:
         return await service.redeem(conn, program, settings, principal, body)
 
-    return await idempotency.run_once(
-        conn,
-        api_key_id=principal.api_key_id,
-        key=idempotency_key,
-        fingerprint=idempotency.request_fingerprint("POST", request.url.path, body),
-        action=action,
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
     )
 
 

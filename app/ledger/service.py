@@ -6,6 +6,7 @@ or come from the single posting statement, which writes nothing when it refuses.
 
 import base64
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Row
@@ -77,42 +78,88 @@ def _check_occurred_at(value: datetime | None, settings: Settings) -> datetime |
     return value
 
 
-def _check_card(ctx: Row[tuple[object, ...]]) -> None:
+@dataclass(frozen=True)
+class Header:
+    """What a posting says about itself, besides its entries."""
+
+    type: TransactionType
+    partner_id: uuid.UUID | None
+    reference: str | None
+    occurred_at: datetime | None
+    purchase_amount: int | None = None
+    currency: str | None = None
+    description: str | None = None
+
+
+async def _load_context(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    header: Header,
+    card_number: str,
+    counter_kind: AccountKind,
+) -> Row[tuple[object, ...]]:
+    """The card, the partner and any earlier posting of the same reference; refuses an unknown
+    or blocked card and a duplicate reference."""
+    ctx = await repository.load_context(
+        conn,
+        program_id=program.id,
+        card_number=card_number,
+        partner_id=header.partner_id,
+        counter_kind=counter_kind,
+        type=header.type,
+        reference=header.reference,
+    )
     if ctx.card_id is None:
         raise CardNotFound()
     if ctx.card_status == CardStatus.BLOCKED:
         raise CardBlocked()
-
-
-def _check_not_duplicate(ctx: Row[tuple[object, ...]], reference: str | None) -> None:
-    if ctx.duplicate_id is not None:
+    if header.partner_id is not None and ctx.partner_id is None:
+        raise PartnerNotFound()
+    if header.reference is not None and ctx.duplicate_id is not None:
         raise DuplicateReference(
-            f"Reference {reference!r} was already posted.",
+            f"Reference {header.reference!r} was already posted.",
             transaction_id=str(ctx.duplicate_id),
         )
+    return ctx
 
 
 async def _post(
     conn: AsyncConnection,
+    program: ProgramContext,
+    principal: Principal,
+    header: Header,
     *,
-    transaction: dict[str, object],
     card_id: int,
     legs: list[Leg],
-    card_accounts: list[int],
-) -> repository.PostingRow:
+) -> tuple[uuid.UUID, repository.PostingRow]:
+    """Write the transaction and its legs in one statement. Card legs are the ones whose
+    account is the card's: those are locked and balance-checked."""
+    transaction_id = uuid7()
+    row = {
+        "id": transaction_id,
+        "program_id": program.id,
+        "type": header.type.value,
+        "partner_id": header.partner_id,
+        "api_key_id": principal.api_key_id,
+        "reference": header.reference,
+        "purchase_amount": header.purchase_amount,
+        "currency": header.currency,
+        "description": header.description,
+        "occurred_at": header.occurred_at,
+    }
     try:
         result = await repository.post(
             conn,
-            transaction=transaction,
+            transaction=row,
             card_id=card_id,
-            card_accounts=sorted(card_accounts),
+            card_accounts=sorted(leg[0] for leg in legs[::2]),
             legs=legs,
         )
     except IntegrityError as exc:
         if violated_constraint(exc) in _REFERENCE_INDEXES:
             # Another request with the same reference committed between our context read and
             # this insert. The transaction is aborted, so this answer cannot be stored.
-            err = DuplicateReference(f"Reference {transaction['reference']!r} was already posted.")
+            err = DuplicateReference(f"Reference {header.reference!r} was already posted.")
             err.replayable = False
             raise err from exc
         raise
@@ -121,7 +168,12 @@ async def _post(
         # Raising rolls the whole unit of work back. (Unreachable with today's postings:
         # only single-leg debits can be refused.)
         raise RuntimeError("posting partially applied; rolled back")
-    return result
+    return transaction_id, result
+
+
+def _pair(card_account: int, counter_account: int, asset: Asset, amount: int) -> list[Leg]:
+    """A card leg and its counter leg; the card leg always comes first (see `_post`)."""
+    return [(card_account, asset.value, amount), (counter_account, asset.value, -amount)]
 
 
 def _balances(balances: dict[str, int]) -> AssetAmounts:
@@ -140,39 +192,30 @@ async def accrue_purchase(
         raise PartnerRequired()
     if req.currency != program.currency:
         raise CurrencyMismatch(f"This program's currency is {program.currency}.")
-    occurred_at = _check_occurred_at(req.occurred_at, settings)
-    ctx = await repository.load_context(
-        conn,
-        program_id=program.id,
-        card_number=req.card_number,
-        partner_id=partner_id,
-        counter_kind=AccountKind.PARTNER_ISSUED,
+    header = Header(
         type=TransactionType.ACCRUAL,
+        partner_id=partner_id,
         reference=req.reference,
+        occurred_at=_check_occurred_at(req.occurred_at, settings),
+        purchase_amount=req.amount,
+        currency=req.currency,
     )
-    _check_card(ctx)
-    if ctx.partner_id is None:
-        raise PartnerNotFound()
+    ctx = await _load_context(conn, program, header, req.card_number, AccountKind.PARTNER_ISSUED)
     if not ctx.can_earn:
         raise PartnerCannotEarn()
-    _check_not_duplicate(ctx, req.reference)
 
-    rates = EarnRates(ctx.earn_points, ctx.earn_per_amount, ctx.cashback_bps)
-    earned = earn_for_purchase(req.amount, rates)
+    earned = earn_for_purchase(
+        req.amount, EarnRates(ctx.earn_points, ctx.earn_per_amount, ctx.cashback_bps)
+    )
     legs: list[Leg] = []
-    card_accounts: list[int] = []
     if earned.points:
-        legs += [
-            (ctx.card_points_account, Asset.POINTS, earned.points),
-            (ctx.counter_points_account, Asset.POINTS, -earned.points),
-        ]
-        card_accounts.append(ctx.card_points_account)
+        legs += _pair(
+            ctx.card_points_account, ctx.counter_points_account, Asset.POINTS, earned.points
+        )
     if earned.cashback:
-        legs += [
-            (ctx.card_cashback_account, Asset.CASHBACK, earned.cashback),
-            (ctx.counter_cashback_account, Asset.CASHBACK, -earned.cashback),
-        ]
-        card_accounts.append(ctx.card_cashback_account)
+        legs += _pair(
+            ctx.card_cashback_account, ctx.counter_cashback_account, Asset.CASHBACK, earned.cashback
+        )
 
     answer = {
         "kind": "purchase",
@@ -189,30 +232,14 @@ async def accrue_purchase(
         current = AssetAmounts(points=row.points, cashback=row.cashback)
         return 200, AccrualRead(
             transaction_id=None,
-            occurred_at=occurred_at or datetime.now(UTC),
+            occurred_at=header.occurred_at or datetime.now(UTC),
             posted_at=None,
             balance=current,
             **answer,
         )
 
-    transaction_id = uuid7()
-    result = await _post(
-        conn,
-        transaction={
-            "id": transaction_id,
-            "program_id": program.id,
-            "type": TransactionType.ACCRUAL.value,
-            "partner_id": partner_id,
-            "api_key_id": principal.api_key_id,
-            "reference": req.reference,
-            "purchase_amount": req.amount,
-            "currency": req.currency,
-            "description": None,
-            "occurred_at": occurred_at,
-        },
-        card_id=ctx.card_id,
-        legs=legs,
-        card_accounts=card_accounts,
+    transaction_id, result = await _post(
+        conn, program, principal, header, card_id=ctx.card_id, legs=legs
     )
     return 201, AccrualRead(
         transaction_id=transaction_id,
@@ -232,41 +259,18 @@ async def accrue_award(
 ) -> tuple[int, AccrualRead]:
     if not principal.is_operator:
         raise Forbidden("Only the operator awards points outside a purchase.")
-    occurred_at = _check_occurred_at(req.occurred_at, settings)
-    ctx = await repository.load_context(
-        conn,
-        program_id=program.id,
-        card_number=req.card_number,
-        partner_id=None,
-        counter_kind=AccountKind.OPERATOR_ISSUED,
+    header = Header(
         type=TransactionType.AWARD,
+        partner_id=None,
         reference=req.reference,
+        occurred_at=_check_occurred_at(req.occurred_at, settings),
+        description=req.reason,
     )
-    _check_card(ctx)
-    if req.reference is not None:
-        _check_not_duplicate(ctx, req.reference)
+    ctx = await _load_context(conn, program, header, req.card_number, AccountKind.OPERATOR_ISSUED)
     counter = program.operator_account(AccountKind.OPERATOR_ISSUED, Asset.POINTS)
-    transaction_id = uuid7()
-    result = await _post(
-        conn,
-        transaction={
-            "id": transaction_id,
-            "program_id": program.id,
-            "type": TransactionType.AWARD.value,
-            "partner_id": None,
-            "api_key_id": principal.api_key_id,
-            "reference": req.reference,
-            "purchase_amount": None,
-            "currency": None,
-            "description": req.reason,
-            "occurred_at": occurred_at,
-        },
-        card_id=ctx.card_id,
-        legs=[
-            (ctx.card_points_account, Asset.POINTS, req.points),
-            (counter, Asset.POINTS, -req.points),
-        ],
-        card_accounts=[ctx.card_points_account],
+    legs = _pair(ctx.card_points_account, counter, Asset.POINTS, req.points)
+    transaction_id, result = await _post(
+        conn, program, principal, header, card_id=ctx.card_id, legs=legs
     )
     return 201, AccrualRead(
         transaction_id=transaction_id,
@@ -290,52 +294,28 @@ async def redeem(
     req: RedemptionCreate,
 ) -> tuple[int, RedemptionRead]:
     partner_id = _posting_partner(principal, req.partner_id)
-    occurred_at = _check_occurred_at(req.occurred_at, settings)
-    counter_kind = (
-        AccountKind.PARTNER_REDEEMED if partner_id is not None else AccountKind.OPERATOR_REDEEMED
-    )
-    ctx = await repository.load_context(
-        conn,
-        program_id=program.id,
-        card_number=req.card_number,
-        partner_id=partner_id,
-        counter_kind=counter_kind,
+    header = Header(
         type=TransactionType.REDEMPTION,
+        partner_id=partner_id,
         reference=req.reference,
+        occurred_at=_check_occurred_at(req.occurred_at, settings),
     )
-    _check_card(ctx)
-    if partner_id is not None:
-        if ctx.partner_id is None:
-            raise PartnerNotFound()
-        if not ctx.can_redeem:
-            raise PartnerCannotRedeem()
-    _check_not_duplicate(ctx, req.reference)
+    at_partner = partner_id is not None
+    counter_kind = AccountKind.PARTNER_REDEEMED if at_partner else AccountKind.OPERATOR_REDEEMED
+    ctx = await _load_context(conn, program, header, req.card_number, counter_kind)
+    if at_partner and not ctx.can_redeem:
+        raise PartnerCannotRedeem()
 
     if req.asset == Asset.POINTS:
         card_account, counter = ctx.card_points_account, ctx.counter_points_account
     else:
         card_account, counter = ctx.card_cashback_account, ctx.counter_cashback_account
-    if partner_id is None:
+    if not at_partner:
         counter = program.operator_account(AccountKind.OPERATOR_REDEEMED, req.asset)
 
-    transaction_id = uuid7()
-    result = await _post(
-        conn,
-        transaction={
-            "id": transaction_id,
-            "program_id": program.id,
-            "type": TransactionType.REDEMPTION.value,
-            "partner_id": partner_id,
-            "api_key_id": principal.api_key_id,
-            "reference": req.reference,
-            "purchase_amount": None,
-            "currency": None,
-            "description": None,
-            "occurred_at": occurred_at,
-        },
-        card_id=ctx.card_id,
-        legs=[(card_account, req.asset, -req.amount), (counter, req.asset, req.amount)],
-        card_accounts=[card_account],
+    legs = _pair(card_account, counter, req.asset, -req.amount)
+    transaction_id, result = await _post(
+        conn, program, principal, header, card_id=ctx.card_id, legs=legs
     )
     if not result.applied:
         available = result.balances[req.asset]
