@@ -42,7 +42,10 @@ CONTEXT_AT_OPERATOR = text(_CONTEXT_SELECT.format(duplicate=_DUPLICATE_AT_OPERAT
 
 # Round trip 2: the posting itself, one statement, atomic.
 #   locked: lock the card's accounts in id order (the one lock a posting takes; system accounts
-#           are never locked or updated, so a busy partner serializes nothing);
+#           are never locked or updated, so a busy partner serializes nothing). After waiting
+#           for a lock, FOR NO KEY UPDATE returns the newest committed row, so the balances this
+#           statement reports are current even when it refuses (the statement's snapshot, taken
+#           before the wait, may be older);
 #   moved:  apply each card leg only if the balance stays >= 0 (a conditional UPDATE, not a
 #           read-then-write: under READ COMMITTED the condition is re-checked on the newest
 #           row version after any concurrent posting commits);
@@ -57,8 +60,8 @@ POST = text("""
         ) AS l(account_id, asset, amount)
     ),
     locked AS (
-        SELECT id FROM accounts
-        WHERE id = ANY(CAST(:card_accounts AS bigint[]))
+        SELECT id, balance FROM accounts
+        WHERE card_id = :card_id
         ORDER BY id
         FOR NO KEY UPDATE
     ),
@@ -88,13 +91,14 @@ POST = text("""
         RETURNING 1
     )
     SELECT a.asset,
-           coalesce(m.balance, a.balance) AS balance,
+           coalesce(m.balance, l.balance) AS balance,
            (SELECT count(*) FROM moved) AS moved_count,
            (SELECT posted_at FROM posted) AS posted_at,
            (SELECT occurred_at FROM posted) AS occurred_at,
            (SELECT count(*) FROM written) AS entry_count
-    FROM accounts a LEFT JOIN moved m ON m.id = a.id
-    WHERE a.card_id = :card_id
+    FROM locked l
+    JOIN accounts a ON a.id = l.id
+    LEFT JOIN moved m ON m.id = l.id
 """)
 
 BALANCE = text("""
