@@ -364,8 +364,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         parsed = datetime.fromisoformat(posted_at)
         if parsed.tzinfo is None:
             raise ValueError("naive timestamp")
-        return parsed, uuid.UUID(transaction_id)
-    except ValueError as exc:
+        # Normalizing here catches offsets that push a date past year 1 or 9999.
+        return parsed.astimezone(UTC), uuid.UUID(transaction_id)
+    except (ValueError, OverflowError) as exc:
         raise InvalidCursor() from exc
 
 
