@@ -144,15 +144,26 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    body = exc.body if isinstance(exc.body, dict) else {}
     errors = []
     for err in exc.errors():
         loc = [str(part) for part in err.get("loc", ())]
+        kind = err.get("type", "")
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            # A tagged union (e.g. an accrual's `kind`) could not pick a variant: the tag field
+            # itself is at fault.
+            tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'\"")
+            loc = [loc[0] if loc else "body", tag]
+        elif len(loc) > 2 and loc[0] == "body" and body.get("kind") == loc[1]:
+            # Pydantic names the union variant in the location; the client's JSON has no such
+            # level, so the pointer skips it.
+            loc = [loc[0], *loc[2:]]
         errors.append(
             {
                 "location": loc[0] if loc else "body",
                 "pointer": "/" + "/".join(loc[1:]),
                 "message": err.get("msg", ""),
-                "type": err.get("type", ""),
+                "type": kind,
             }
         )
     return errors
@@ -176,7 +187,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return problem_response(NotFound().problem())
         if exc.status_code == 413:
-            return problem_response(PayloadTooLarge().problem())
+            limit = request.app.state.settings.max_body_bytes
+            detail = f"Request bodies are limited to {limit} bytes."
+            return problem_response(PayloadTooLarge(detail).problem())
+        if exc.status_code == 400:
+            # FastAPI's own "error parsing the body": bad UTF-8, nesting or number too deep.
+            return problem_response(MalformedJson().problem())
         if exc.status_code == 405:
             return problem_response(MethodNotAllowed().problem())
         body = problem_body(exc.status_code, "http_error", str(exc.detail), str(exc.detail))

@@ -4,18 +4,14 @@ from typing import Any
 from httpx import AsyncClient
 
 
-async def issue_card(
-    client: AsyncClient, headers: dict[str, str], **body: Any
-) -> dict[str, Any]:
+async def issue_card(client: AsyncClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
     response = await client.post("/v1/cards", json=body, headers=headers)
     assert response.status_code == 201, response.text
     card: dict[str, Any] = response.json()
     return card
 
 
-async def funded_card(
-    client: AsyncClient, operator: dict[str, str], points: int
-) -> dict[str, Any]:
+async def funded_card(client: AsyncClient, operator: dict[str, str], points: int) -> dict[str, Any]:
     """A card holding `points`, credited by an operator award."""
     card = await issue_card(client, operator)
     response = await client.post(
