@@ -14,6 +14,7 @@ from app.core.schemas import Problem
 from app.db.engine import create_engine
 from app.db.migrate import head_revision
 from app.health.router import router as health_router
+from app.ledger.batcher import PostingBatcher
 from app.ledger.router import router as ledger_router
 from app.partners.router import router as partners_router
 from app.programs.service import ensure_program
@@ -33,9 +34,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         async with engine.begin() as conn:
             app.state.program = await ensure_program(conn, settings)
+        app.state.batcher = PostingBatcher(
+            engine,
+            app.state.program,
+            settings,
+            executors=settings.posting_executors,
+            max_group=settings.posting_max_group,
+        )
         try:
             yield
         finally:
+            await app.state.batcher.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -27,14 +27,18 @@ class Principal:
         return self.role == ApiKeyRole.OPERATOR
 
 
-async def get_principal(
-    conn: Conn,
-    program: CurrentProgram,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The API key sent, not yet checked (postings check it in their own statements)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
-    row = await repository.find_active(conn, keys.hash_key(credentials.credentials))
+    return credentials.credentials
+
+
+async def get_principal(conn: Conn, program: CurrentProgram, credentials: Credentials) -> Principal:
+    row = await repository.find_active(conn, keys.hash_key(bearer_token(credentials)))
     if row is None or row.program_id != program.id:
         raise Unauthorized("The API key is unknown or revoked.")
     return Principal(

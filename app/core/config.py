@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     max_backdate_days: int = 365
     max_clock_skew_seconds: int = 300
 
+    # Group commit: concurrent postings share a database transaction. Executors per process
+    # run groups in parallel; a group takes at most this many requests.
+    posting_executors: int = 4
+    posting_max_group: int = 64
+
     db_pool_size: int = 20
     db_max_overflow: int = 10
 

@@ -7,6 +7,7 @@ meaning. `type` is a relative URI built from the code.
 import logging
 from typing import Any, ClassVar
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -169,6 +170,17 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+def _database_problem(exc: Exception, state: str | None) -> Response:
+    if state in _RETRYABLE_SQLSTATES:
+        err: AppError = RetryLater()
+    elif state in _OUT_OF_RANGE_SQLSTATES:
+        err = AmountOutOfRange()
+    else:
+        logger.error("database error", exc_info=exc)
+        err = InternalError()
+    return problem_response(err.problem(), err.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def handle_app_error(request: Request, exc: AppError) -> Response:
@@ -200,15 +212,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def handle_db(request: Request, exc: DBAPIError) -> Response:
-        state = _sqlstate(exc)
-        if state in _RETRYABLE_SQLSTATES:
-            err: AppError = RetryLater()
-        elif state in _OUT_OF_RANGE_SQLSTATES:
-            err = AmountOutOfRange()
-        else:
-            logger.exception("database error", exc_info=exc)
-            err = InternalError()
-        return problem_response(err.problem(), err.headers)
+        return _database_problem(exc, _sqlstate(exc))
+
+    @app.exception_handler(asyncpg.PostgresError)
+    async def handle_asyncpg(request: Request, exc: asyncpg.PostgresError) -> Response:
+        # The posting engine talks to asyncpg directly (app/ledger/engine.py).
+        return _database_problem(exc, getattr(exc, "sqlstate", None))
 
     @app.exception_handler(Exception)
     async def handle_unexpected(request: Request, exc: Exception) -> Response:

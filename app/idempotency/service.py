@@ -32,8 +32,10 @@ def request_fingerprint(method: str, path: str, body: BaseModel) -> bytes:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).digest()
 
 
-def _response(status: int, body: bytes, replayed: bool) -> Response:
-    headers = {REPLAYED_HEADER: "true"} if replayed else None
+def answer_response(
+    status: int, body: bytes, replayed: bool, headers: dict[str, str] | None = None
+) -> Response:
+    headers = {**(headers or {}), **({REPLAYED_HEADER: "true"} if replayed else {})}
     media = PROBLEM_JSON if status >= 400 else "application/json"
     return Response(content=body, status_code=status, media_type=media, headers=headers)
 
@@ -52,7 +54,7 @@ async def run_once(
 ) -> Response:
     if key is None:
         status, model = await action()
-        return _response(status, _render(model), replayed=False)
+        return answer_response(status, _render(model), replayed=False)
 
     if not await repository.claim(conn, api_key_id, key, fingerprint):
         record = await repository.fetch(conn, api_key_id, key)
@@ -64,7 +66,7 @@ async def run_once(
                 "The same Idempotency-Key was sent before with a different body or path; "
                 "use a new key for a new request."
             )
-        return _response(record.response_status, record.response_body, replayed=True)
+        return answer_response(record.response_status, record.response_body, replayed=True)
 
     body: bytes
     try:
@@ -75,7 +77,7 @@ async def run_once(
             raise
         status, body = exc.status, orjson.dumps(_problem(exc))
     await repository.store(conn, api_key_id, key, status, body)
-    return _response(status, body, replayed=False)
+    return answer_response(status, body, replayed=False)
 
 
 def _problem(exc: AppError) -> dict[str, Any]:

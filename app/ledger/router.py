@@ -2,11 +2,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
-from app.auth.deps import CurrentPrincipal
+from app.auth.deps import Credentials, CurrentPrincipal, bearer_token
 from app.cards.errors import CardBlocked, CardNotFound
-from app.core.deps import AppSettings
 from app.core.errors import (
     AmountOutOfRange,
     Forbidden,
@@ -33,12 +33,12 @@ from app.ledger.errors import (
     PartnerRequired,
     TransactionNotFound,
 )
+from app.ledger.rules import PostingRequest
 from app.ledger.schemas import (
     AccrualCreate,
     AccrualRead,
     BalanceRead,
     CardTransactionPage,
-    PurchaseAccrualCreate,
     RedemptionCreate,
     RedemptionRead,
     TransactionRead,
@@ -81,25 +81,14 @@ _COMMON = (
 async def create_accrual(
     body: Annotated[AccrualCreate, Body()],
     request: Request,
-    conn: Conn,
-    program: CurrentProgram,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
+    credentials: Credentials,
     idempotency_key: IdempotencyKey,
 ) -> Response:
     """Earn: a purchase at a partner (`kind: purchase`) earns points and cashback by the
     partner's rates; an operator award (`kind: award`) credits points. The answer says what was
     earned and the card's new balances. Retries with the same Idempotency-Key get the first
     answer."""
-
-    async def action() -> tuple[int, AccrualRead]:
-        if isinstance(body, PurchaseAccrualCreate):
-            return await service.accrue_purchase(conn, program, settings, principal, body)
-        return await service.accrue_award(conn, program, settings, principal, body)
-
-    return await idempotency.respond_once(
-        request, conn, principal.api_key_id, idempotency_key, body, action
-    )
+    return await _post(request, credentials, idempotency_key, body)
 
 
 @router.post(
@@ -112,20 +101,29 @@ async def create_accrual(
 async def create_redemption(
     body: RedemptionCreate,
     request: Request,
-    conn: Conn,
-    program: CurrentProgram,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
+    credentials: Credentials,
     idempotency_key: IdempotencyKey,
 ) -> Response:
     """Spend points or cashback from a card. Refused with `insufficient_balance` when the card
     holds less, however many tills try at once; a retry of a refusal stays refused."""
+    return await _post(request, credentials, idempotency_key, body)
 
-    async def action() -> tuple[int, RedemptionRead]:
-        return await service.redeem(conn, program, settings, principal, body)
 
-    return await idempotency.respond_once(
-        request, conn, principal.api_key_id, idempotency_key, body, action
+async def _post(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    idempotency_key: str,
+    body: PostingRequest,
+) -> Response:
+    outcome = await service.post_one(
+        request.app.state.batcher,
+        body,
+        api_key=bearer_token(credentials),
+        idempotency_key=idempotency_key,
+        fingerprint=idempotency.request_fingerprint("POST", request.url.path, body),
+    )
+    return idempotency.answer_response(
+        outcome.status, outcome.body, outcome.replayed, outcome.headers
     )
 
 

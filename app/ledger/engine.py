@@ -1,0 +1,319 @@
+"""Set-based posting: any number of postings in one database transaction, in a fixed number
+of statements. Single requests reach it through the group-commit batcher (batcher.py), offline
+uploads through POST /v1/batches.
+
+The order of work for a group:
+  1. auth: resolve every API key (one statement);
+  2. claim every Idempotency-Key (one statement); fetch the stored answers of keys already used;
+  3. load the context of every posting (one statement) and apply the rules (rules.py);
+  4. lock the card accounts involved, in id order (one statement);
+  5. in request order, check each posting against its card's balance as left by the postings
+     before it, and compute the new balances;
+  6. write balances, transactions, entries and answers (one statement).
+The caller commits. Refusals are answers like any other: they are stored with their key.
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from pydantic import BaseModel
+
+from app.auth.deps import Principal
+from app.core.config import Settings
+from app.core.errors import AmountOutOfRange, AppError, Unauthorized
+from app.core.ids import uuid7
+from app.idempotency.errors import IdempotencyKeyReused
+from app.ledger import group_repository as repository
+from app.ledger.errors import DuplicateReference, InsufficientBalance
+from app.ledger.rules import Intent, Plan, PostingRequest, answer_for, intent_for, plan_for
+from app.ledger.schemas import AssetAmounts, RedemptionCreate
+from app.models.enums import ApiKeyRole, Asset
+from app.programs.service import ProgramContext
+
+MAX_BALANCE = 2**63 - 1
+
+
+class RetryGroup(Exception):
+    """The database refused the group for a reason that a rerun resolves (a receipt reference
+    committed by another request meanwhile, a deadlock). Nothing was written."""
+
+
+@dataclass
+class GroupItem:
+    request: PostingRequest
+    key_hash: bytes
+    idempotency_key: str | None = None
+    fingerprint: bytes | None = None
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: bytes
+    replayed: bool = False
+    posted: bool = False
+    problem: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    item: GroupItem
+    principal: Principal | None = None
+    claim: tuple[uuid.UUID, str] | None = None
+    same_key_as: int | None = None
+    intent: Intent | None = None
+    plan: Plan | None = None
+    outcome: Outcome | None = None
+    transaction_id: uuid.UUID | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def render(model: BaseModel) -> bytes:
+    return orjson.dumps(model.model_dump(mode="json"))
+
+
+def refusal(exc: AppError) -> Outcome:
+    problem = exc.problem()
+    return Outcome(
+        status=exc.status, body=orjson.dumps(problem), problem=problem, headers=exc.headers
+    )
+
+
+async def post_group(
+    conn: asyncpg.Connection,
+    program: ProgramContext,
+    settings: Settings,
+    items: Sequence[GroupItem],
+    *,
+    atomic: bool = False,
+) -> list[Outcome]:
+    states = [_State(item) for item in items]
+    await _authenticate(conn, program, states)
+    await _claim_keys(conn, states)
+
+    to_plan = [s for s in states if s.outcome is None and s.same_key_as is None]
+    for state in to_plan:
+        assert state.principal is not None
+        try:
+            state.intent = intent_for(state.item.request, state.principal, program, settings)
+        except AppError as exc:
+            state.outcome = refusal(exc)
+    await _plan(conn, program, [s for s in to_plan if s.intent is not None])
+
+    planned = [s for s in states if s.plan is not None]
+    balances, now = await repository.lock_cards(
+        conn, sorted({s.plan.card_id for s in planned if s.plan is not None})
+    )
+    postings = _apply(program, planned, balances, now)
+
+    if atomic and any(s.outcome is not None and s.outcome.status >= 400 for s in states):
+        return [_not_posted_if_atomic(s) for s in states]
+
+    answers = []
+    for state in states:
+        if state.same_key_as is not None:
+            state.outcome = _same_key_outcome(state, states[state.same_key_as])
+        assert state.outcome is not None
+        if state.claim is not None:
+            answers.append((*state.claim, state.outcome.status, state.outcome.body))
+    if postings.transactions or answers:
+        try:
+            await repository.write(
+                conn,
+                program.id,
+                postings.balances,
+                postings.transactions,
+                postings.entries,
+                answers,
+            )
+        except (
+            asyncpg.UniqueViolationError,
+            asyncpg.DeadlockDetectedError,
+            asyncpg.SerializationError,
+        ) as exc:
+            raise RetryGroup(str(exc)) from exc
+    return [s.outcome for s in states if s.outcome is not None]
+
+
+async def _authenticate(
+    conn: asyncpg.Connection, program: ProgramContext, states: list[_State]
+) -> None:
+    hashes = sorted({s.item.key_hash for s in states})
+    rows = {r["key_hash"]: r for r in await repository.auth(conn, hashes, program.id)}
+    for state in states:
+        row = rows.get(state.item.key_hash)
+        if row is None:
+            state.outcome = refusal(Unauthorized("The API key is unknown or revoked."))
+        else:
+            state.principal = Principal(
+                api_key_id=row["id"], role=ApiKeyRole(row["role"]), partner_id=row["partner_id"]
+            )
+
+
+async def _claim_keys(conn: asyncpg.Connection, states: list[_State]) -> None:
+    first_with_key: dict[tuple[uuid.UUID, str], int] = {}
+    to_claim: list[tuple[uuid.UUID, str, bytes]] = []
+    for index, state in enumerate(states):
+        key = state.item.idempotency_key
+        if state.principal is None or key is None:
+            continue
+        scoped = (state.principal.api_key_id, key)
+        if scoped in first_with_key:
+            state.same_key_as = first_with_key[scoped]
+            continue
+        first_with_key[scoped] = index
+        state.claim = scoped
+        assert state.item.fingerprint is not None
+        to_claim.append((*scoped, state.item.fingerprint))
+    if not to_claim:
+        return
+    claimed = await repository.claim(conn, to_claim)
+    taken = [s for s in states if s.claim is not None and s.claim not in claimed]
+    if not taken:
+        return
+    stored = await repository.answers(conn, [s.claim for s in taken if s.claim is not None])
+    for state in taken:
+        assert state.claim is not None
+        record = stored[state.claim]
+        state.claim = None
+        if record["request_hash"] != state.item.fingerprint:
+            state.outcome = refusal(_key_reused())
+        else:
+            state.outcome = Outcome(
+                record["response_status"], bytes(record["response_body"]), replayed=True
+            )
+
+
+def _key_reused() -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        "The same Idempotency-Key was sent before with a different body or path; "
+        "use a new key for a new request."
+    )
+
+
+def _same_key_outcome(state: _State, first: _State) -> Outcome:
+    """A duplicate of an earlier request in the same group (a till retrying at once)."""
+    assert first.outcome is not None
+    if state.item.fingerprint != first.item.fingerprint or first.claim is None:
+        return refusal(_key_reused())
+    return Outcome(first.outcome.status, first.outcome.body, replayed=True)
+
+
+async def _plan(conn: asyncpg.Connection, program: ProgramContext, states: list[_State]) -> None:
+    if not states:
+        return
+    rows = []
+    for index, state in enumerate(states):
+        intent = state.intent
+        assert intent is not None
+        rows.append(
+            (
+                index,
+                intent.card_number,
+                intent.partner_id,
+                intent.counter_kind.value,
+                intent.type.value,
+                intent.reference,
+            )
+        )
+    context = await repository.context(conn, program.id, rows)
+    for index, state in enumerate(states):
+        assert state.intent is not None
+        try:
+            state.plan = plan_for(state.intent, state.item.request, context[index], program, None)
+        except AppError as exc:
+            state.outcome = refusal(exc)
+
+
+@dataclass
+class _Postings:
+    balances: dict[int, int] = field(default_factory=dict)
+    transactions: list[tuple[Any, ...]] = field(default_factory=list)
+    entries: list[tuple[uuid.UUID, int, str, int]] = field(default_factory=list)
+
+
+def _apply(
+    program: ProgramContext,
+    planned: list[_State],
+    balances: dict[int, int],
+    now: datetime | None,
+) -> _Postings:
+    """Check each plan against its card's balance, in request order, and collect the writes."""
+    postings = _Postings()
+    references: dict[tuple[Any, ...], uuid.UUID] = {}
+    for state in planned:
+        plan = state.plan
+        assert plan is not None and now is not None and state.principal is not None
+        intent = plan.intent
+        ref_key = (intent.partner_id, intent.type, intent.reference)
+        if intent.reference is not None and ref_key in references:
+            state.outcome = refusal(
+                DuplicateReference(
+                    f"Reference {intent.reference!r} was already posted.",
+                    transaction_id=str(references[ref_key]),
+                )
+            )
+            continue
+        card_legs = plan.legs[::2]
+        new = {account: balances[account] + amount for account, _, amount in card_legs}
+        short = [(account, asset) for account, asset, _ in card_legs if new[account] < 0]
+        if short:
+            account, asset = short[0]
+            request = plan.request
+            assert isinstance(request, RedemptionCreate)
+            state.outcome = refusal(
+                InsufficientBalance(
+                    f"The card holds {balances[account]} {asset}; {request.amount} were asked for.",
+                    asset=asset,
+                    available=balances[account],
+                    requested=request.amount,
+                )
+            )
+            continue
+        if any(value > MAX_BALANCE for value in new.values()):
+            state.outcome = refusal(AmountOutOfRange())
+            continue
+        balances.update(new)
+        occurred_at = intent.occurred_at or now
+        transaction_id = None
+        if plan.legs:
+            transaction_id = uuid7()
+            references[ref_key] = transaction_id
+            postings.balances.update(new)
+            postings.transactions.append(
+                (
+                    transaction_id,
+                    intent.type.value,
+                    plan.card_id,
+                    intent.partner_id,
+                    state.principal.api_key_id,
+                    intent.reference,
+                    intent.purchase_amount,
+                    intent.currency,
+                    intent.description,
+                    occurred_at,
+                )
+            )
+            postings.entries += [(transaction_id, a, asset, amt) for a, asset, amt in plan.legs]
+        card = AssetAmounts(
+            points=balances[plan.card_accounts[Asset.POINTS]],
+            cashback=balances[plan.card_accounts[Asset.CASHBACK]],
+        )
+        status, answer = answer_for(
+            plan, program, transaction_id, now if transaction_id else None, occurred_at, card
+        )
+        state.outcome = Outcome(status, render(answer), posted=transaction_id is not None)
+    return postings
+
+
+def _not_posted_if_atomic(state: _State) -> Outcome:
+    """All-or-nothing batches: the items that would have posted are reported as not posted."""
+    if state.outcome is not None and state.outcome.status >= 400:
+        return state.outcome
+    return Outcome(status=424, body=b"", posted=False)
