@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.auth.router import router as api_keys_router
+from app.batches.router import router as batches_router
 from app.cards.router import router as cards_router
 from app.core.body_limit import BodySizeLimit
 from app.core.config import Settings, get_settings
@@ -62,8 +63,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.expected_revision = head_revision()
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for router in (health_router, api_keys_router, partners_router, cards_router, ledger_router):
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        per_path={"/v1/batches": settings.max_batch_body_bytes},
+    )
+    routers = (
+        health_router,
+        api_keys_router,
+        partners_router,
+        cards_router,
+        ledger_router,
+        batches_router,
+    )
+    for router in routers:
         app.include_router(router)
     _register_problem_schema(app)
     return app

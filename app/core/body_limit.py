@@ -13,28 +13,32 @@ from app.core.errors import PayloadTooLarge, problem_response
 class _TooLarge(HTTPException):
     """An HTTPException, so FastAPI's body reader re-raises it instead of answering 400."""
 
-    def __init__(self) -> None:
-        super().__init__(status_code=413)
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"Request bodies are limited to {limit} bytes.")
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = self.max_bytes + 1
-                if declared > self.max_bytes:
-                    await self._refuse(scope, receive, send)
+                    declared = limit + 1
+                if declared > limit:
+                    await self._refuse(scope, receive, send, limit)
                     return
 
         received = 0
@@ -45,8 +49,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge()
+                if received > limit:
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -60,8 +64,8 @@ class BodySizeLimit:
         except _TooLarge:
             if response_started:
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        err = PayloadTooLarge(f"Request bodies are limited to {self.max_bytes} bytes.")
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        err = PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
         await problem_response(err.problem())(scope, receive, send)

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     card_number_length: int = Field(default=16, ge=12, le=19)
 
     max_body_bytes: int = 64 * 1024
+    # A batch of 1,000 postings is about 250 KB of JSON.
+    max_batch_body_bytes: int = 1024 * 1024
     # How far back a till may date a posting it made while offline, and how far ahead of our
     # clock its clock may run.
     max_backdate_days: int = 365

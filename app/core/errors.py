@@ -144,21 +144,34 @@ def _sqlstate(exc: DBAPIError) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def _client_location(loc: list[str], body: Any) -> list[str]:
+    """Pydantic names the chosen variant of a tagged union (`purchase`, `award`...) in an
+    error's location; the client's JSON has no such level, so drop it."""
+    if not loc or loc[0] != "body":
+        return loc
+    kept = [loc[0]]
+    node = body
+    for part in loc[1:]:
+        if isinstance(node, dict):
+            if part not in node and part in (node.get("type"), node.get("kind")):
+                continue
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            node = None
+        kept.append(part)
+    return kept
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    body = exc.body if isinstance(exc.body, dict) else {}
     errors = []
     for err in exc.errors():
-        loc = [str(part) for part in err.get("loc", ())]
+        loc = _client_location([str(part) for part in err.get("loc", ())], exc.body)
         kind = err.get("type", "")
         if kind in ("union_tag_invalid", "union_tag_not_found"):
-            # A tagged union (e.g. an accrual's `kind`) could not pick a variant: the tag field
-            # itself is at fault.
-            tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'\"")
-            loc = [loc[0] if loc else "body", tag]
-        elif len(loc) > 2 and loc[0] == "body" and body.get("kind") == loc[1]:
-            # Pydantic names the union variant in the location; the client's JSON has no such
-            # level, so the pointer skips it.
-            loc = [loc[0], *loc[2:]]
+            # A tagged union could not pick a variant: the tag field itself is at fault.
+            loc = [*loc, str(err.get("ctx", {}).get("discriminator", "")).strip("'\"")]
         errors.append(
             {
                 "location": loc[0] if loc else "body",
@@ -199,9 +212,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return problem_response(NotFound().problem())
         if exc.status_code == 413:
-            limit = request.app.state.settings.max_body_bytes
-            detail = f"Request bodies are limited to {limit} bytes."
-            return problem_response(PayloadTooLarge(detail).problem())
+            return problem_response(PayloadTooLarge(str(exc.detail)).problem())
         if exc.status_code == 400:
             # FastAPI's own "error parsing the body": bad UTF-8, nesting or number too deep.
             return problem_response(MalformedJson().problem())

@@ -59,6 +59,8 @@ class Outcome:
     posted: bool = False
     problem: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    payload: dict[str, Any] | None = None
+    """The answer as data (batches embed it in their own answer)."""
 
 
 @dataclass
@@ -74,8 +76,9 @@ class _State:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def render(model: BaseModel) -> bytes:
-    return orjson.dumps(model.model_dump(mode="json"))
+def accepted(status: int, model: BaseModel, posted: bool) -> Outcome:
+    payload = model.model_dump(mode="json")
+    return Outcome(status, orjson.dumps(payload), posted=posted, payload=payload)
 
 
 def refusal(exc: AppError) -> Outcome:
@@ -308,7 +311,7 @@ def _apply(
         status, answer = answer_for(
             plan, program, transaction_id, now if transaction_id else None, occurred_at, card
         )
-        state.outcome = Outcome(status, render(answer), posted=transaction_id is not None)
+        state.outcome = accepted(status, answer, posted=transaction_id is not None)
     return postings
 
 
