@@ -28,7 +28,7 @@ from app.core.config import Settings
 from app.core.errors import AmountOutOfRange, AppError, Unauthorized
 from app.core.ids import uuid7
 from app.idempotency.errors import IdempotencyKeyReused
-from app.ledger import group_repository as repository
+from app.ledger import hot_repository as repository
 from app.ledger.errors import DuplicateReference, InsufficientBalance
 from app.ledger.rules import Intent, Plan, PostingRequest, answer_for, intent_for, plan_for
 from app.ledger.schemas import AssetAmounts, RedemptionCreate
@@ -88,6 +88,13 @@ def refusal(exc: AppError) -> Outcome:
     )
 
 
+_RETRYABLE = (
+    asyncpg.UniqueViolationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+
 async def post_group(
     conn: asyncpg.Connection,
     program: ProgramContext,
@@ -96,9 +103,23 @@ async def post_group(
     *,
     atomic: bool = False,
 ) -> list[Outcome]:
+    try:
+        return await _post_group(conn, program, settings, items, atomic)
+    except _RETRYABLE as exc:
+        # A receipt reference committed by another request after our context read, or a
+        # deadlock: the caller rolls back and reruns the group.
+        raise RetryGroup(str(exc)) from exc
+
+
+async def _post_group(
+    conn: asyncpg.Connection,
+    program: ProgramContext,
+    settings: Settings,
+    items: Sequence[GroupItem],
+    atomic: bool,
+) -> list[Outcome]:
     states = [_State(item) for item in items]
-    await _authenticate(conn, program, states)
-    await _claim_keys(conn, states)
+    await _authenticate_and_claim(conn, program, states)
 
     to_plan = [s for s in states if s.outcome is None and s.same_key_as is None]
     for state in to_plan:
@@ -107,12 +128,9 @@ async def post_group(
             state.intent = intent_for(state.item.request, state.principal, program, settings)
         except AppError as exc:
             state.outcome = refusal(exc)
-    await _plan(conn, program, [s for s in to_plan if s.intent is not None])
+    balances, now = await _plan(conn, program, [s for s in to_plan if s.intent is not None])
 
     planned = [s for s in states if s.plan is not None]
-    balances, now = await repository.lock_cards(
-        conn, sorted({s.plan.card_id for s in planned if s.plan is not None})
-    )
     postings = _apply(program, planned, balances, now)
 
     if atomic and any(s.outcome is not None and s.outcome.status >= 400 for s in states):
@@ -126,58 +144,49 @@ async def post_group(
         if state.claim is not None:
             answers.append((*state.claim, state.outcome.status, state.outcome.body))
     if postings.transactions or answers:
-        try:
-            await repository.write(
-                conn,
-                program.id,
-                postings.balances,
-                postings.transactions,
-                postings.entries,
-                answers,
-            )
-        except (
-            asyncpg.UniqueViolationError,
-            asyncpg.DeadlockDetectedError,
-            asyncpg.SerializationError,
-        ) as exc:
-            raise RetryGroup(str(exc)) from exc
+        await repository.write(
+            conn, program.id, postings.balances, postings.transactions, postings.entries, answers
+        )
     return [s.outcome for s in states if s.outcome is not None]
 
 
-async def _authenticate(
+async def _authenticate_and_claim(
     conn: asyncpg.Connection, program: ProgramContext, states: list[_State]
 ) -> None:
-    hashes = sorted({s.item.key_hash for s in states})
-    rows = {r["key_hash"]: r for r in await repository.auth(conn, hashes, program.id)}
-    for state in states:
-        row = rows.get(state.item.key_hash)
-        if row is None:
-            state.outcome = refusal(Unauthorized("The API key is unknown or revoked."))
-        else:
-            state.principal = Principal(
-                api_key_id=row["id"], role=ApiKeyRole(row["role"]), partner_id=row["partner_id"]
-            )
-
-
-async def _claim_keys(conn: asyncpg.Connection, states: list[_State]) -> None:
-    first_with_key: dict[tuple[uuid.UUID, str], int] = {}
-    to_claim: list[tuple[uuid.UUID, str, bytes]] = []
+    """Resolve every API key and claim every Idempotency-Key, in one statement; then fetch
+    the stored answers of the keys that were used before."""
+    first_with_key: dict[tuple[bytes, str], int] = {}
+    wanted: list[tuple[bytes, str, bytes]] = []
     for index, state in enumerate(states):
         key = state.item.idempotency_key
-        if state.principal is None or key is None:
+        if key is None:
             continue
-        scoped = (state.principal.api_key_id, key)
+        scoped = (state.item.key_hash, key)
         if scoped in first_with_key:
             state.same_key_as = first_with_key[scoped]
             continue
         first_with_key[scoped] = index
-        state.claim = scoped
         assert state.item.fingerprint is not None
-        to_claim.append((*scoped, state.item.fingerprint))
-    if not to_claim:
-        return
-    claimed = await repository.claim(conn, to_claim)
-    taken = [s for s in states if s.claim is not None and s.claim not in claimed]
+        wanted.append((*scoped, state.item.fingerprint))
+    hashes = sorted({s.item.key_hash for s in states})
+    keys = await repository.auth_and_claim(conn, hashes, program.id, wanted)
+
+    taken: list[_State] = []
+    for state in states:
+        row = keys.get(state.item.key_hash)
+        if row is None:
+            state.outcome = refusal(Unauthorized("The API key is unknown or revoked."))
+            state.same_key_as = None
+            continue
+        state.principal = Principal(
+            api_key_id=row["id"], role=ApiKeyRole(row["role"]), partner_id=row["partner_id"]
+        )
+        key = state.item.idempotency_key
+        if key is None or state.same_key_as is not None:
+            continue
+        state.claim = (row["id"], key)
+        if key not in row["claimed_keys"]:
+            taken.append(state)
     if not taken:
         return
     stored = await repository.answers(conn, [s.claim for s in taken if s.claim is not None])
@@ -203,14 +212,18 @@ def _key_reused() -> IdempotencyKeyReused:
 def _same_key_outcome(state: _State, first: _State) -> Outcome:
     """A duplicate of an earlier request in the same group (a till retrying at once)."""
     assert first.outcome is not None
-    if state.item.fingerprint != first.item.fingerprint or first.claim is None:
+    if state.item.fingerprint != first.item.fingerprint:
         return refusal(_key_reused())
     return Outcome(first.outcome.status, first.outcome.body, replayed=True)
 
 
-async def _plan(conn: asyncpg.Connection, program: ProgramContext, states: list[_State]) -> None:
+async def _plan(
+    conn: asyncpg.Connection, program: ProgramContext, states: list[_State]
+) -> tuple[dict[int, int], datetime | None]:
+    """Load every posting's context and lock its card's accounts (one statement), apply the
+    rules; return the locked balances and the transaction's time."""
     if not states:
-        return
+        return {}, None
     rows = []
     for index, state in enumerate(states):
         intent = state.intent
@@ -225,13 +238,14 @@ async def _plan(conn: asyncpg.Connection, program: ProgramContext, states: list[
                 intent.reference,
             )
         )
-    context = await repository.context(conn, program.id, rows)
+    context, balances, now = await repository.context_and_lock(conn, program.id, rows)
     for index, state in enumerate(states):
         assert state.intent is not None
         try:
             state.plan = plan_for(state.intent, state.item.request, context[index], program, None)
         except AppError as exc:
             state.outcome = refusal(exc)
+    return balances, now
 
 
 @dataclass

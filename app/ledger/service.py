@@ -5,12 +5,14 @@ import base64
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.auth.deps import Principal
 from app.auth.keys import hash_key
 from app.cards.errors import CardNotFound
-from app.ledger import repository
+from app.core.errors import Unauthorized
+from app.ledger import hot_repository, repository
 from app.ledger.batcher import PostingBatcher
 from app.ledger.engine import GroupItem, Outcome
 from app.ledger.errors import (
@@ -44,6 +46,26 @@ async def post_one(
         fingerprint=fingerprint,
     )
     return await batcher.submit(item)
+
+
+async def balance_for_key(
+    engine: AsyncEngine, program: ProgramContext, api_key: str, card_number: str
+) -> BalanceRead:
+    """The balance check a till makes before every sale: one statement, no transaction."""
+    async with engine.connect() as conn:
+        raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+        row = await hot_repository.balance_for_key(raw, hash_key(api_key), program.id, card_number)
+    if row is None:
+        raise Unauthorized("The API key is unknown or revoked.")
+    if row["card_number"] is None:
+        raise CardNotFound()
+    return BalanceRead(
+        card_number=row["card_number"],
+        status=row["status"],
+        points=row["points"],
+        cashback=row["cashback"],
+        currency=program.currency,
+    )
 
 
 async def balance(conn: AsyncConnection, program: ProgramContext, card_number: str) -> BalanceRead:

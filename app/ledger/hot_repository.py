@@ -1,6 +1,6 @@
-"""The SQL of set-based posting (app/ledger/engine.py): a fixed number of statements for a
-group of postings of any size. Raw asyncpg (`$n` parameters, arrays in, rows out): this is
-the hot path, and SQLAlchemy's per-statement overhead would cost more than the SQL itself."""
+"""The hot path's SQL on raw asyncpg (`$n` parameters, arrays in, rows out): set-based posting
+(app/ledger/engine.py: a fixed number of statements for a group of any size) and the balance
+read. Here SQLAlchemy's per-statement overhead would cost more than the SQL itself."""
 
 import uuid
 from datetime import datetime
@@ -8,18 +8,25 @@ from typing import Any
 
 import asyncpg
 
-AUTH = """
-    SELECT key_hash, id, role, partner_id FROM api_keys
-    WHERE key_hash = ANY($1::bytea[]) AND revoked_at IS NULL AND program_id = $2
-"""
-
-# Claims each Idempotency-Key. A key held by a transaction still in flight makes this wait
-# for it; a committed one is skipped and its answer fetched by ANSWERS.
-CLAIM = """
-    INSERT INTO idempotency_keys (api_key_id, key, request_hash)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])
-    ON CONFLICT (api_key_id, key) DO NOTHING
-    RETURNING api_key_id, key
+# Resolves every API key of a group and claims every Idempotency-Key, in one statement.
+# A key held by a transaction still in flight makes the claim wait for it; a committed one is
+# skipped (not in claimed_keys) and its stored answer fetched by ANSWERS.
+AUTH_AND_CLAIM = """
+    WITH keys AS (
+        SELECT key_hash, id, role, partner_id FROM api_keys
+        WHERE key_hash = ANY($1::bytea[]) AND revoked_at IS NULL AND program_id = $2
+    ),
+    claimed AS (
+        INSERT INTO idempotency_keys (api_key_id, key, request_hash)
+        SELECT k.id, w.key, w.request_hash
+        FROM unnest($3::bytea[], $4::text[], $5::bytea[]) AS w(key_hash, key, request_hash)
+        JOIN keys k ON k.key_hash = w.key_hash
+        ON CONFLICT (api_key_id, key) DO NOTHING
+        RETURNING api_key_id, key
+    )
+    SELECT k.key_hash, k.id, k.role, k.partner_id,
+           ARRAY(SELECT c.key FROM claimed c WHERE c.api_key_id = k.id) AS claimed_keys
+    FROM keys k
 """
 
 ANSWERS = """
@@ -29,21 +36,34 @@ ANSWERS = """
       ON i.api_key_id = k.api_key_id AND i.key = k.key
 """
 
-# Everything the rules need for each posting, one row per request, all index lookups.
-CONTEXT = """
+# Everything the rules need for each posting, one row per request, and the only locks a
+# posting takes: the accounts of the cards involved, in id order (so two groups never wait on
+# each other in a cycle). System accounts are never locked. FOR NO KEY UPDATE returns the
+# newest committed balances after any wait; `locked_count` makes sure every lock is taken.
+CONTEXT_AND_LOCK = """
+    WITH locked AS (
+        SELECT a.id, a.balance FROM accounts a JOIN cards c ON c.id = a.card_id
+        WHERE c.program_id = $7 AND c.card_number = ANY($2::text[])
+        ORDER BY a.id
+        FOR NO KEY UPDATE OF a
+    )
     SELECT r.idx,
            c.id AS card_id, c.status AS card_status,
            cp.id AS card_points_account, cc.id AS card_cashback_account,
-           cp.balance AS card_points, cc.balance AS card_cashback,
+           lp.balance AS card_points, lc.balance AS card_cashback,
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
            p.can_earn, p.can_redeem,
            pp.id AS counter_points_account, pc.id AS counter_cashback_account,
-           coalesce(dp.id, dop.id) AS duplicate_id
+           coalesce(dp.id, dop.id) AS duplicate_id,
+           (SELECT count(*) FROM locked) AS locked_count,
+           now() AS now
     FROM unnest($1::int[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[])
          AS r(idx, card_number, partner_id, counter_kind, type, reference)
     LEFT JOIN cards c ON c.program_id = $7 AND c.card_number = r.card_number
     LEFT JOIN accounts cp ON cp.card_id = c.id AND cp.asset = 'points'
     LEFT JOIN accounts cc ON cc.card_id = c.id AND cc.asset = 'cashback'
+    LEFT JOIN locked lp ON lp.id = cp.id
+    LEFT JOIN locked lc ON lc.id = cc.id
     LEFT JOIN partners p ON p.program_id = $7 AND p.id = r.partner_id
     LEFT JOIN accounts pp
            ON pp.partner_id = p.id AND pp.kind = r.counter_kind AND pp.asset = 'points'
@@ -58,16 +78,6 @@ CONTEXT = """
         WHERE r.partner_id IS NULL AND t.program_id = $7 AND t.partner_id IS NULL
           AND t.type = r.type AND t.reference = r.reference
     ) dop ON true
-"""
-
-# The only locks a posting takes: the card accounts it touches, in id order (so two groups
-# never wait on each other in a cycle). FOR NO KEY UPDATE returns the newest committed
-# balance after any wait. System accounts are never locked.
-LOCK_CARDS = """
-    SELECT id, balance, now() AS now FROM accounts
-    WHERE card_id = ANY($1::bigint[])
-    ORDER BY id
-    FOR NO KEY UPDATE
 """
 
 # One statement writes the whole group: new card balances (computed under the locks above),
@@ -103,17 +113,37 @@ WRITE = """
 """
 
 
-async def auth(
-    conn: asyncpg.Connection, key_hashes: list[bytes], program_id: int
-) -> list[asyncpg.Record]:
-    return list(await conn.fetch(AUTH, key_hashes, program_id))
+# A till's balance check in one statement: the key, the card and its balances.
+BALANCE_FOR_KEY = """
+    SELECT c.card_number, c.status,
+           max(a.balance) FILTER (WHERE a.asset = 'points') AS points,
+           max(a.balance) FILTER (WHERE a.asset = 'cashback') AS cashback
+    FROM api_keys k
+    LEFT JOIN cards c ON c.program_id = $2 AND c.card_number = $3
+    LEFT JOIN accounts a ON a.card_id = c.id
+    WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.program_id = $2
+    GROUP BY k.id, c.id
+"""
 
 
-async def claim(
-    conn: asyncpg.Connection, keys: list[tuple[uuid.UUID, str, bytes]]
-) -> set[tuple[uuid.UUID, str]]:
-    rows = await conn.fetch(CLAIM, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-    return {(r["api_key_id"], r["key"]) for r in rows}
+async def balance_for_key(
+    conn: asyncpg.Connection, key_hash: bytes, program_id: int, card_number: str
+) -> asyncpg.Record | None:
+    """None: the key is unknown or revoked. A row without card_number: no such card."""
+    return await conn.fetchrow(BALANCE_FOR_KEY, key_hash, program_id, card_number)
+
+
+async def auth_and_claim(
+    conn: asyncpg.Connection,
+    key_hashes: list[bytes],
+    program_id: int,
+    wanted: list[tuple[bytes, str, bytes]],
+) -> dict[bytes, asyncpg.Record]:
+    """wanted: (key_hash, idempotency key, request fingerprint). Returns the active keys by
+    hash, each with the idempotency keys this statement claimed for it."""
+    columns = [list(c) for c in zip(*wanted, strict=True)] if wanted else [[], [], []]
+    rows = await conn.fetch(AUTH_AND_CLAIM, key_hashes, program_id, *columns)
+    return {r["key_hash"]: r for r in rows}
 
 
 async def answers(
@@ -123,24 +153,20 @@ async def answers(
     return {(r["api_key_id"], r["key"]): r for r in rows}
 
 
-async def context(
+async def context_and_lock(
     conn: asyncpg.Connection, program_id: int, rows: list[tuple[Any, ...]]
-) -> dict[int, dict[str, Any]]:
-    """rows: (idx, card_number, partner_id, counter_kind, type, reference)"""
+) -> tuple[dict[int, dict[str, Any]], dict[int, int], datetime]:
+    """rows: (idx, card_number, partner_id, counter_kind, type, reference). Returns the
+    context by idx, the locked card balances by account id, and the transaction's time."""
     columns = list(zip(*rows, strict=True))
-    result = await conn.fetch(CONTEXT, *columns, program_id)
-    return {r["idx"]: dict(r) for r in result}
-
-
-async def lock_cards(
-    conn: asyncpg.Connection, card_ids: list[int]
-) -> tuple[dict[int, int], datetime | None]:
-    """Balances of the locked accounts, and the transaction's timestamp (None if none)."""
-    if not card_ids:
-        return {}, None
-    rows = await conn.fetch(LOCK_CARDS, card_ids)
-    now = rows[0]["now"] if rows else None
-    return {r["id"]: r["balance"] for r in rows}, now
+    result = await conn.fetch(CONTEXT_AND_LOCK, *columns, program_id)
+    context = {r["idx"]: dict(r) for r in result}
+    balances: dict[int, int] = {}
+    for r in result:
+        if r["card_points_account"] is not None:
+            balances[r["card_points_account"]] = r["card_points"]
+            balances[r["card_cashback_account"]] = r["card_cashback"]
+    return context, balances, result[0]["now"]
 
 
 async def write(
