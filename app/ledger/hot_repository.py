@@ -72,11 +72,13 @@ CONTEXT_AND_LOCK = """
     LEFT JOIN LATERAL (
         SELECT t.id FROM transactions t
         WHERE t.partner_id = r.partner_id AND t.type = r.type AND t.reference = r.reference
+        LIMIT 1  -- keeps it a per-row index probe, never a hash of all transactions
     ) dp ON true
     LEFT JOIN LATERAL (
         SELECT t.id FROM transactions t
         WHERE r.partner_id IS NULL AND t.program_id = $7 AND t.partner_id IS NULL
           AND t.type = r.type AND t.reference = r.reference
+        LIMIT 1
     ) dop ON true
 """
 
