@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run migrate test lint typecheck pytest openapi format clean
+.PHONY: help install run migrate test lint typecheck pytest openapi bench format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,8 +28,8 @@ migrate: $(STAMP) ## Apply database migrations
 test: lint typecheck pytest ## Everything CI checks: lint, types, the test suite on real PostgreSQL
 
 lint: $(STAMP) ## ruff: lint and format check
-	$(BIN)/ruff check app migrations tests
-	$(BIN)/ruff format --check app migrations tests
+	$(BIN)/ruff check app migrations tests bench
+	$(BIN)/ruff format --check app migrations tests bench
 
 typecheck: $(STAMP) ## mypy --strict on app/
 	$(BIN)/mypy
@@ -40,9 +40,12 @@ pytest: $(STAMP) ## The test suite (TEST_DATABASE_URL to use a server instead of
 openapi: $(STAMP) ## Regenerate openapi/openapi.json from the app
 	$(BIN)/loyalty-ledger openapi
 
+bench: $(STAMP) ## Benchmark against pgbench on a fresh cluster; writes docs/benchmarks.{md,json}
+	$(BIN)/python -m bench.run
+
 format: $(STAMP) ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix app migrations tests
-	$(BIN)/ruff format app migrations tests
+	$(BIN)/ruff check --fix app migrations tests bench
+	$(BIN)/ruff format app migrations tests bench
 
 clean: ## Remove the virtualenv and local data (the embedded database too)
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
