@@ -123,6 +123,9 @@ class RetryLater(AppError):
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail)
         self.headers = {"Retry-After": "1"}
+        # Never an Idempotency-Key's answer: the retry must run afresh (and the database
+        # transaction that would store it is usually aborted anyway).
+        self.replayable = False
 
 
 class InternalError(AppError):
@@ -146,20 +149,24 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 
 def _client_location(loc: list[str], body: Any) -> list[str]:
     """Pydantic names the chosen variant of a tagged union (`purchase`, `award`...) in an
-    error's location; the client's JSON has no such level, so drop it."""
+    error's location, right where it enters the object; the client's JSON has no such level,
+    so drop it. (Only there: a field may also be named like the variant.)"""
     if not loc or loc[0] != "body":
         return loc
     kept = [loc[0]]
     node = body
+    entered = True  # just stepped into `node`
     for part in loc[1:]:
+        if entered and isinstance(node, dict) and part in (node.get("type"), node.get("kind")):
+            entered = False
+            continue
         if isinstance(node, dict):
-            if part not in node and part in (node.get("type"), node.get("kind")):
-                continue
             node = node.get(part)
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
             node = None
+        entered = True
         kept.append(part)
     return kept
 
