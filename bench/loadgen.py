@@ -136,7 +136,12 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.seed) as f:
         seed = Seed.from_json(json.load(f))
-    result = uvloop.run(run(args.scenario, args.clients, args.duration, seed, args.port))
+    if args.scenario == "engine_accrual":
+        from bench.engine_probe import run_engine
+
+        result = uvloop.run(run_engine(args.clients, args.duration, seed))
+    else:
+        result = uvloop.run(run(args.scenario, args.clients, args.duration, seed, args.port))
     json.dump(result, sys.stdout)
 
 

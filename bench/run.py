@@ -41,7 +41,14 @@ from bench.seed import seed, write_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-POSTING_SCENARIOS = {"accrual_spread", "accrual_hot", "redemption", "pos_mix", "batch"}
+POSTING_SCENARIOS = {
+    "accrual_spread",
+    "accrual_hot",
+    "redemption",
+    "pos_mix",
+    "batch",
+    "engine_accrual",
+}
 
 
 def _free_port() -> int:
@@ -248,7 +255,8 @@ def main() -> None:
         )
         upgrade(ledger_url)
         seed_file = workdir / "seed.json"
-        write_seed(asyncio.run(seed(ledger_url, cards, partners)), seed_file)
+        seeded = asyncio.run(seed(ledger_url, cards, partners))
+        write_seed({**seeded, "database_url": ledger_url}, seed_file)
         print(f"seeded {cards} cards, {partners} partners", flush=True)
 
         service = Service(ledger_url, args.workers)

@@ -17,10 +17,12 @@ class Seed:
     partners: list[dict[str, str]]
     """Each: {"id": ..., "key": ...} (a partner till key)."""
     cards: list[str]
+    database_url: str | None = None
+    """For the in-process engine scenario (bench/engine_probe.py)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Seed":
-        return cls(data["operator_key"], data["partners"], data["cards"])
+        return cls(data["operator_key"], data["partners"], data["cards"], data.get("database_url"))
 
 
 def _one(body: bytes) -> int:
@@ -147,6 +149,10 @@ def health(seed: Seed, rng: random.Random) -> Callable[[], Request]:
     return lambda: request
 
 
+def engine_accrual(seed: Seed, rng: random.Random) -> Callable[[], Request]:
+    raise NotImplementedError("runs in-process: see bench/engine_probe.py")
+
+
 SCENARIOS: dict[str, Factory] = {
     "accrual_spread": accrual_spread,
     "accrual_hot": accrual_hot,
@@ -155,4 +161,5 @@ SCENARIOS: dict[str, Factory] = {
     "pos_mix": pos_mix,
     "batch": batch,
     "health": health,
+    "engine_accrual": engine_accrual,
 }

@@ -20,5 +20,5 @@ def test_benchmark_harness_runs_every_scenario_without_errors() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     summary = json.loads(lines[-1])
-    assert summary == {"errors": 0, "scenarios": 7}, done.stdout
+    assert summary == {"errors": 0, "scenarios": 8}, done.stdout
     assert any("pgbench tpcb-like" in line for line in lines), done.stdout
