@@ -97,6 +97,6 @@ async def respond_once(
         conn,
         api_key_id=api_key_id,
         key=key,
-        fingerprint=request_fingerprint(request.method, request.url.path, body),
+        fingerprint=request_fingerprint(request.method, request.scope["path"], body),
         action=action,
     )

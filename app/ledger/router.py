@@ -121,7 +121,7 @@ async def _post(
         body,
         api_key=bearer_token(credentials),
         idempotency_key=idempotency_key,
-        fingerprint=idempotency.request_fingerprint("POST", request.url.path, body),
+        fingerprint=idempotency.request_fingerprint("POST", request.scope["path"], body),
     )
     return idempotency.answer_response(
         outcome.status, outcome.body, outcome.replayed, outcome.headers
