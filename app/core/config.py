@@ -37,7 +37,7 @@ class Settings(BaseSettings):
 
     # Group commit: concurrent postings share a database transaction. Executors per process
     # run groups in parallel; a group takes at most this many requests.
-    posting_executors: int = 4
+    posting_executors: int = 2
     posting_max_group: int = 64
 
     db_pool_size: int = 20
