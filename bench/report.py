@@ -115,3 +115,13 @@ def write_report(run: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(run, indent=2) + "\n")
     out.with_suffix(".md").write_text(render(run))
+
+
+def main() -> None:
+    """Re-render docs/benchmarks.md from docs/benchmarks.json (after editing ANALYSIS.md)."""
+    out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+    write_report(json.loads(out.with_suffix(".json").read_text()), out)
+
+
+if __name__ == "__main__":
+    main()
