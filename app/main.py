@@ -16,6 +16,7 @@ from app.db.engine import create_engine
 from app.db.migrate import head_revision
 from app.health.router import router as health_router
 from app.ledger.batcher import PostingBatcher
+from app.ledger.hot_http import HotRoutes
 from app.ledger.router import router as ledger_router
 from app.partners.router import router as partners_router
 from app.programs.service import ensure_program
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.expected_revision = head_revision()
     install_error_handlers(app)
+    # The hot routes sit inside the body limit: HotRoutes reads bodies through it.
+    app.add_middleware(HotRoutes)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -201,6 +201,42 @@ def _database_problem(exc: Exception, state: str | None) -> Response:
     return problem_response(err.problem(), err.headers)
 
 
+def validation_problem(exc: RequestValidationError) -> Response:
+    errors = _validation_errors(exc)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return problem_response(MalformedJson().problem())
+    detail = "; ".join(f"{e['location']}{e['pointer']}: {e['message']}" for e in errors)
+    return problem_response(ValidationFailed(detail, errors=errors).problem())
+
+
+def http_problem(exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 404:
+        return problem_response(NotFound().problem())
+    if exc.status_code == 413:
+        return problem_response(PayloadTooLarge(str(exc.detail)).problem())
+    if exc.status_code == 400:
+        # FastAPI's own "error parsing the body": bad UTF-8, nesting or number too deep.
+        return problem_response(MalformedJson().problem())
+    if exc.status_code == 405:
+        return problem_response(MethodNotAllowed().problem())
+    body = problem_body(exc.status_code, "http_error", str(exc.detail), str(exc.detail))
+    return problem_response(body, dict(exc.headers or {}))
+
+
+def unexpected_problem(exc: Exception) -> Response:
+    """What the handlers below answer, for code that runs outside FastAPI's routing."""
+    if isinstance(exc, AppError):
+        return problem_response(exc.problem(), exc.headers)
+    if isinstance(exc, StarletteHTTPException):
+        return http_problem(exc)
+    if isinstance(exc, DBAPIError):
+        return _database_problem(exc, _sqlstate(exc))
+    if isinstance(exc, asyncpg.PostgresError):
+        return _database_problem(exc, getattr(exc, "sqlstate", None))
+    logger.error("unhandled error", exc_info=exc)
+    return problem_response(InternalError().problem())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def handle_app_error(request: Request, exc: AppError) -> Response:
@@ -208,25 +244,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = _validation_errors(exc)
-        if any(e["type"] == "json_invalid" for e in errors):
-            return problem_response(MalformedJson().problem())
-        detail = "; ".join(f"{e['location']}{e['pointer']}: {e['message']}" for e in errors)
-        return problem_response(ValidationFailed(detail, errors=errors).problem())
+        return validation_problem(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def handle_http(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            return problem_response(NotFound().problem())
-        if exc.status_code == 413:
-            return problem_response(PayloadTooLarge(str(exc.detail)).problem())
-        if exc.status_code == 400:
-            # FastAPI's own "error parsing the body": bad UTF-8, nesting or number too deep.
-            return problem_response(MalformedJson().problem())
-        if exc.status_code == 405:
-            return problem_response(MethodNotAllowed().problem())
-        body = problem_body(exc.status_code, "http_error", str(exc.detail), str(exc.detail))
-        return problem_response(body, dict(exc.headers or {}))
+        return http_problem(exc)
 
     @app.exception_handler(DBAPIError)
     async def handle_db(request: Request, exc: DBAPIError) -> Response:

@@ -1,14 +1,22 @@
 from typing import Annotated
 
 from fastapi import Header
+from pydantic import StringConstraints
 
 from app.idempotency.errors import IdempotencyKeyRequired
 
+_MIN, _MAX, _PATTERN = 1, 255, r"^[\x21-\x7E]+$"
+
+# The same rule for app/ledger/hot_http.py, which reads the header without FastAPI.
+IDEMPOTENCY_KEY_CONSTRAINTS = Annotated[
+    str, StringConstraints(min_length=_MIN, max_length=_MAX, pattern=_PATTERN)
+]
+
 _KEY_HEADER = Header(
     alias="Idempotency-Key",
-    min_length=1,
-    max_length=255,
-    pattern=r"^[\x21-\x7E]+$",
+    min_length=_MIN,
+    max_length=_MAX,
+    pattern=_PATTERN,
     description="Unique per request (a UUID is a good choice). A retry with the same key "
     "returns the first answer and posts nothing.",
 )

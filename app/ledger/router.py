@@ -1,7 +1,6 @@
 import uuid
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
@@ -144,7 +143,7 @@ async def get_card_balance(
     answer = await service.balance_for_key(
         request.app.state.engine, program, bearer_token(credentials), card_number
     )
-    return Response(orjson.dumps(answer.model_dump(mode="json")), media_type="application/json")
+    return service.json_response(answer)
 
 
 @router.get(

@@ -6,7 +6,10 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from starlette.responses import Response
 
 from app.auth.deps import Principal
 from app.auth.keys import hash_key
@@ -66,6 +69,10 @@ async def balance_for_key(
         cashback=row["cashback"],
         currency=program.currency,
     )
+
+
+def json_response(answer: BaseModel) -> Response:
+    return Response(orjson.dumps(answer.model_dump(mode="json")), media_type="application/json")
 
 
 async def balance(conn: AsyncConnection, program: ProgramContext, card_number: str) -> BalanceRead:
