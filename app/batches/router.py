@@ -1,4 +1,4 @@
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
@@ -58,7 +58,7 @@ async def create_batch(
     Idempotency-Key, and each item's reference still posts only once across batches."""
     key_hash = hash_key(bearer_token(credentials))
 
-    async def action() -> tuple[int, BatchRead]:
+    async def action() -> tuple[int, dict[str, Any]]:
         return await service.post_batch(conn, program, settings, key_hash, body)
 
     return await idempotency.respond_once(

@@ -8,12 +8,13 @@ import logging
 from typing import Any, ClassVar
 
 import asyncpg
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from app.core.jsonio import dumps
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -53,7 +54,7 @@ def problem_body(status: int, code: str, title: str, detail: str, **extra: Any) 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(
-        content=orjson.dumps(body),
+        content=dumps(body),
         status_code=int(body["status"]),
         media_type=PROBLEM_JSON,
         headers=headers,

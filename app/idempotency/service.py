@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.core.errors import PROBLEM_JSON, AppError
+from app.core.jsonio import dumps
 from app.idempotency import repository
 from app.idempotency.errors import IdempotencyKeyReused
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
-Action = Callable[[], Awaitable[tuple[int, BaseModel]]]
+Action = Callable[[], Awaitable[tuple[int, BaseModel | dict[str, Any]]]]
 
 
 def request_fingerprint(method: str, path: str, body: BaseModel) -> bytes:
@@ -40,8 +41,8 @@ def answer_response(
     return Response(content=body, status_code=status, media_type=media, headers=headers)
 
 
-def _render(model: BaseModel) -> bytes:
-    return orjson.dumps(model.model_dump(mode="json"))
+def _render(answer: BaseModel | dict[str, Any]) -> bytes:
+    return dumps(answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer)
 
 
 async def run_once(
@@ -75,7 +76,7 @@ async def run_once(
     except AppError as exc:
         if not exc.replayable:
             raise
-        status, body = exc.status, orjson.dumps(_problem(exc))
+        status, body = exc.status, dumps(_problem(exc))
     await repository.store(conn, api_key_id, key, status, body)
     return answer_response(status, body, replayed=False)
 

@@ -20,18 +20,17 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
-from pydantic import BaseModel
 
 from app.auth.deps import Principal
 from app.core.config import Settings
 from app.core.errors import AmountOutOfRange, AppError, Unauthorized
 from app.core.ids import uuid7
+from app.core.jsonio import dumps
 from app.idempotency.errors import IdempotencyKeyReused
 from app.ledger import hot_repository as repository
 from app.ledger.errors import DuplicateReference, InsufficientBalance
 from app.ledger.rules import Intent, Plan, PostingRequest, answer_for, intent_for, plan_for
-from app.ledger.schemas import AssetAmounts, RedemptionCreate
+from app.ledger.schemas import RedemptionCreate
 from app.models.enums import ApiKeyRole, Asset
 from app.programs.service import ProgramContext
 
@@ -76,16 +75,13 @@ class _State:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def accepted(status: int, model: BaseModel, posted: bool) -> Outcome:
-    payload = model.model_dump(mode="json")
-    return Outcome(status, orjson.dumps(payload), posted=posted, payload=payload)
+def accepted(status: int, answer: dict[str, Any], posted: bool) -> Outcome:
+    return Outcome(status, dumps(answer), posted=posted, payload=answer)
 
 
 def refusal(exc: AppError) -> Outcome:
     problem = exc.problem()
-    return Outcome(
-        status=exc.status, body=orjson.dumps(problem), problem=problem, headers=exc.headers
-    )
+    return Outcome(status=exc.status, body=dumps(problem), problem=problem, headers=exc.headers)
 
 
 _RETRYABLE = (
@@ -318,10 +314,10 @@ def _apply(
                 )
             )
             postings.entries += [(transaction_id, a, asset, amt) for a, asset, amt in plan.legs]
-        card = AssetAmounts(
-            points=balances[plan.card_accounts[Asset.POINTS]],
-            cashback=balances[plan.card_accounts[Asset.CASHBACK]],
-        )
+        card = {
+            "points": balances[plan.card_accounts[Asset.POINTS]],
+            "cashback": balances[plan.card_accounts[Asset.CASHBACK]],
+        }
         status, answer = answer_for(
             plan, program, transaction_id, now if transaction_id else None, occurred_at, card
         )

@@ -21,12 +21,9 @@ from app.ledger.errors import (
     PartnerRequired,
 )
 from app.ledger.schemas import (
-    AccrualRead,
-    AssetAmounts,
     AwardAccrualCreate,
     PurchaseAccrualCreate,
     RedemptionCreate,
-    RedemptionRead,
 )
 from app.models.enums import AccountKind, Asset, CardStatus, TransactionType
 from app.partners.errors import PartnerNotFound
@@ -64,7 +61,8 @@ class Plan:
     card_accounts: dict[str, int]
     """asset -> the card's account id"""
     legs: list[Leg]
-    earned: AssetAmounts | None = None
+    earned: dict[str, int] | None = None
+    """{"points": ..., "cashback": ...}"""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,11 +186,11 @@ def plan_for(
                 Asset.CASHBACK,
                 earned.cashback,
             )
-        plan.earned = AssetAmounts(points=earned.points, cashback=earned.cashback)
+        plan.earned = {"points": earned.points, "cashback": earned.cashback}
     elif isinstance(request, AwardAccrualCreate):
         counter = program.operator_account(AccountKind.OPERATOR_ISSUED, Asset.POINTS)
         plan.legs = _pair(ctx["card_points_account"], counter, Asset.POINTS, request.points)
-        plan.earned = AssetAmounts(points=request.points, cashback=0)
+        plan.earned = {"points": request.points, "cashback": 0}
     else:
         if intent.partner_id is not None and not ctx["can_redeem"]:
             raise PartnerCannotRedeem()
@@ -212,34 +210,38 @@ def answer_for(
     transaction_id: uuid.UUID | None,
     posted_at: datetime | None,
     occurred_at: datetime,
-    balances: AssetAmounts,
-) -> tuple[int, AccrualRead | RedemptionRead]:
-    """The HTTP answer to a posting: 201 with what moved, or 200 when nothing was earned."""
+    balances: dict[str, int],
+) -> tuple[int, dict[str, Any]]:
+    """The HTTP answer to a posting: 201 with what moved, or 200 when nothing was earned.
+
+    Plain dicts in the shape (and field order) of AccrualRead and RedemptionRead, which
+    document them: building and dumping a pydantic model per posting cost more than the rest of
+    a batch item's rules. tests/ledger/test_answers.py holds the two in step."""
     request = plan.request
     if isinstance(request, RedemptionCreate):
         assert transaction_id is not None and posted_at is not None
-        return 201, RedemptionRead(
-            transaction_id=transaction_id,
-            card_number=request.card_number,
-            partner_id=plan.intent.partner_id,
-            reference=request.reference,
-            asset=request.asset,
-            amount=request.amount,
-            occurred_at=occurred_at,
-            posted_at=posted_at,
-            balance=balances,
-            currency=program.currency,
-        )
+        return 201, {
+            "transaction_id": transaction_id,
+            "card_number": request.card_number,
+            "partner_id": plan.intent.partner_id,
+            "reference": request.reference,
+            "asset": request.asset.value,
+            "amount": request.amount,
+            "occurred_at": occurred_at,
+            "posted_at": posted_at,
+            "balance": balances,
+            "currency": program.currency,
+        }
     assert plan.earned is not None
-    return (201 if transaction_id else 200), AccrualRead(
-        transaction_id=transaction_id,
-        kind="purchase" if isinstance(request, PurchaseAccrualCreate) else "award",
-        card_number=request.card_number,
-        partner_id=plan.intent.partner_id,
-        reference=request.reference,
-        occurred_at=occurred_at,
-        posted_at=posted_at,
-        earned=plan.earned,
-        balance=balances,
-        currency=program.currency,
-    )
+    return (201 if transaction_id else 200), {
+        "transaction_id": transaction_id,
+        "kind": "purchase" if isinstance(request, PurchaseAccrualCreate) else "award",
+        "card_number": request.card_number,
+        "partner_id": plan.intent.partner_id,
+        "reference": request.reference,
+        "occurred_at": occurred_at,
+        "posted_at": posted_at,
+        "earned": plan.earned,
+        "balance": balances,
+        "currency": program.currency,
+    }

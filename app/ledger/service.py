@@ -6,7 +6,6 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
-import orjson
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.responses import Response
@@ -15,6 +14,7 @@ from app.auth.deps import Principal
 from app.auth.keys import hash_key
 from app.cards.errors import CardNotFound
 from app.core.errors import Unauthorized
+from app.core.jsonio import dumps
 from app.ledger import hot_repository, repository
 from app.ledger.batcher import PostingBatcher
 from app.ledger.engine import GroupItem, Outcome
@@ -72,7 +72,7 @@ async def balance_for_key(
 
 
 def json_response(answer: BaseModel) -> Response:
-    return Response(orjson.dumps(answer.model_dump(mode="json")), media_type="application/json")
+    return Response(dumps(answer.model_dump(mode="json")), media_type="application/json")
 
 
 async def balance(conn: AsyncConnection, program: ProgramContext, card_number: str) -> BalanceRead:
