@@ -53,13 +53,20 @@ class GroupItem:
 @dataclass
 class Outcome:
     status: int
-    body: bytes
+    rendered: bytes | None = None
     replayed: bool = False
     posted: bool = False
     problem: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     payload: dict[str, Any] | None = None
     """The answer as data (batches embed it in their own answer)."""
+
+    @property
+    def body(self) -> bytes:
+        """The answer's JSON, rendered when first asked for (a batch never asks per item)."""
+        if self.rendered is None:
+            self.rendered = dumps(self.payload)
+        return self.rendered
 
 
 @dataclass
@@ -76,12 +83,12 @@ class _State:
 
 
 def accepted(status: int, answer: dict[str, Any], posted: bool) -> Outcome:
-    return Outcome(status, dumps(answer), posted=posted, payload=answer)
+    return Outcome(status, posted=posted, payload=answer)
 
 
 def refusal(exc: AppError) -> Outcome:
     problem = exc.problem()
-    return Outcome(status=exc.status, body=dumps(problem), problem=problem, headers=exc.headers)
+    return Outcome(status=exc.status, rendered=dumps(problem), problem=problem, headers=exc.headers)
 
 
 _RETRYABLE = (
@@ -329,4 +336,4 @@ def _not_posted_if_atomic(state: _State) -> Outcome:
     """All-or-nothing batches: the items that would have posted are reported as not posted."""
     if state.outcome is not None and state.outcome.status >= 400:
         return state.outcome
-    return Outcome(status=424, body=b"", posted=False)
+    return Outcome(status=424, rendered=b"", posted=False)
