@@ -51,7 +51,11 @@ async def _client(
     make: Callable[[], Request],
     deadline: float,
     stats: dict[str, Any],
+    delay: float,
 ) -> None:
+    # Connections open a few milliseconds apart, as tills do, not in one burst: a burst is
+    # accepted by whichever worker process wakes first, which then serves nearly all of them.
+    await asyncio.sleep(delay)
     reader, writer = await asyncio.open_connection(host, port)
     latencies: list[int] = stats["latencies_ns"]
     try:
@@ -93,7 +97,7 @@ async def run(
     started = time.perf_counter()
     deadline = started + duration
     await asyncio.gather(
-        *(_client("127.0.0.1", port, make, deadline, stats) for _ in range(clients))
+        *(_client("127.0.0.1", port, make, deadline, stats, i * 0.01) for i in range(clients))
     )
     wall = time.perf_counter() - started
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
