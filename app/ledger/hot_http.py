@@ -9,7 +9,9 @@ to FastAPI. The FastAPI routes in app/ledger/router.py still declare these opera
 OpenAPI document, and answer identically if this middleware is not installed.
 
 Order of checks, as FastAPI's: unreadable JSON (400), a missing Idempotency-Key (400), header
-and body validation (422), then the API key (401) and the posting itself.
+and body validation (422, validated as FastAPI does: `from_attributes=True`), then the API key
+(401) and the posting itself. tests/ledger/test_hot_routes.py sends the same requests to an
+app with and without this middleware and compares the answers.
 """
 
 import email.message
@@ -83,13 +85,16 @@ class HotRoutes:
             raise IdempotencyKeyRequired()
         errors: list[dict[str, Any]] = []
         try:
-            _IDEMPOTENCY_KEY.validate_python(key)
+            _IDEMPOTENCY_KEY.validate_python(key, from_attributes=True)
         except ValidationError as exc:
             errors += _located(exc, ("header", "Idempotency-Key"))
-        try:
-            request = _BODIES[path].validate_python(body)
-        except ValidationError as exc:
-            errors += _located(exc, ("body",))
+        if body is None:
+            errors.append({"type": "missing", "loc": ("body",), "msg": "Field required"})
+        else:
+            try:
+                request = _BODIES[path].validate_python(body, from_attributes=True)
+            except ValidationError as exc:
+                errors += _located(exc, ("body",))
         if errors:
             return validation_problem(RequestValidationError(errors, body=body))
         app = scope["app"]
@@ -106,7 +111,7 @@ class HotRoutes:
 
     async def _balance(self, scope: Scope, card_number: str) -> Any:
         try:
-            _CARD_NUMBER.validate_python(card_number)
+            _CARD_NUMBER.validate_python(card_number, from_attributes=True)
         except ValidationError as exc:
             errors = _located(exc, ("path", "card_number"))
             return validation_problem(RequestValidationError(errors))
