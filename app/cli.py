@@ -110,6 +110,31 @@ def serve(
 
 
 @cli.command()
+def audit() -> None:
+    """Check the books: rebuild every balance from the entries and compare. Exit 1 on a finding."""
+    from app.audit.service import audit as run_audit
+    from app.db.engine import create_engine
+    from app.programs.service import ensure_program
+
+    settings = get_settings()
+    url = _database_url(settings)
+
+    async def work() -> Any:
+        engine = create_engine(url, settings)
+        try:
+            async with engine.begin() as conn:
+                program = await ensure_program(conn, settings)
+            return await run_audit(engine, program.id)
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(work())
+    typer.echo(report.model_dump_json(indent=2))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@cli.command()
 def openapi(
     output: Annotated[Path, typer.Option(help="Where to write the document.")] = Path(
         "openapi/openapi.json"

@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.audit.router import router as audit_router
 from app.auth.router import router as api_keys_router
 from app.batches.router import router as batches_router
 from app.cards.router import router as cards_router
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         cards_router,
         ledger_router,
         batches_router,
+        audit_router,
     )
     for router in routers:
         app.include_router(router)

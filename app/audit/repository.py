@@ -1,0 +1,54 @@
+"""The audit's SQL: everything the ledger promises, recomputed from the entries."""
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+COUNTS = text("""
+    SELECT (SELECT count(*) FROM transactions WHERE program_id = :program_id) AS transactions,
+           (SELECT count(*) FROM entries e JOIN accounts a ON a.id = e.account_id
+             WHERE a.program_id = :program_id) AS entries,
+           now() AS as_of
+""")
+
+ASSET_TOTALS = text("""
+    SELECT e.asset, sum(e.amount) AS total
+    FROM entries e JOIN accounts a ON a.id = e.account_id
+    WHERE a.program_id = :program_id
+    GROUP BY e.asset ORDER BY e.asset
+""")
+
+UNBALANCED = text("""
+    SELECT e.transaction_id, e.asset, sum(e.amount) AS total, count(*) AS entries
+    FROM entries e JOIN transactions t ON t.id = e.transaction_id
+    WHERE t.program_id = :program_id
+    GROUP BY e.transaction_id, e.asset
+    HAVING sum(e.amount) <> 0
+    ORDER BY e.transaction_id LIMIT :limit
+""")
+
+TOO_FEW_ENTRIES = text("""
+    SELECT t.id AS transaction_id, count(e.id) AS entries
+    FROM transactions t LEFT JOIN entries e ON e.transaction_id = t.id
+    WHERE t.program_id = :program_id
+    GROUP BY t.id HAVING count(e.id) < 2
+    ORDER BY t.id LIMIT :limit
+""")
+
+CARD_BALANCE_MISMATCHES = text("""
+    SELECT c.card_number, a.asset, a.balance AS stored, coalesce(sum(e.amount), 0) AS from_entries
+    FROM accounts a
+    JOIN cards c ON c.id = a.card_id
+    LEFT JOIN entries e ON e.account_id = a.id
+    WHERE a.program_id = :program_id AND a.kind = 'card'
+    GROUP BY c.card_number, a.id
+    HAVING a.balance <> coalesce(sum(e.amount), 0)
+    ORDER BY c.card_number, a.asset LIMIT :limit
+""")
+
+
+async def fetch(
+    conn: AsyncConnection, statement: TextClause, program_id: int, limit: int = 100
+) -> list[Row[tuple[object, ...]]]:
+    params = {"program_id": program_id, "limit": limit}
+    return list(await conn.execute(statement, params))

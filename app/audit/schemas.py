@@ -1,0 +1,42 @@
+import uuid
+from datetime import datetime
+
+from pydantic import Field
+
+from app.core.schemas import ResponseModel
+
+
+class UnbalancedTransaction(ResponseModel):
+    transaction_id: uuid.UUID
+    asset: str
+    total: int
+    entries: int
+
+
+class ThinTransaction(ResponseModel):
+    transaction_id: uuid.UUID
+    entries: int
+
+
+class CardBalanceMismatch(ResponseModel):
+    card_number: str
+    asset: str
+    stored: int
+    from_entries: int
+
+
+class AuditReport(ResponseModel):
+    """The ledger's promises, checked against one consistent snapshot. Lists stop at 100."""
+
+    ok: bool = Field(description="True when every check below found nothing.")
+    as_of: datetime
+    transactions: int
+    entries: int
+    asset_totals: dict[str, int] = Field(
+        description="Sum of all entries per asset: zero in a double-entry ledger."
+    )
+    unbalanced_transactions: list[UnbalancedTransaction]
+    transactions_with_fewer_than_two_entries: list[ThinTransaction]
+    card_balance_mismatches: list[CardBalanceMismatch] = Field(
+        description="Card accounts whose stored balance is not the sum of their entries."
+    )
