@@ -52,6 +52,8 @@ class LockedCard:
     customer_reference: str | None
     accounts: dict[str, int] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=dict)
+    closed: bool = False
+    """From the locked accounts: current even when `status` was read before a close."""
 
 
 async def _lock(
@@ -65,6 +67,7 @@ async def _lock(
         )
         card.accounts[row.asset] = row.account_id
         card.balances[row.asset] = row.balance
+        card.closed = card.closed or row.closed_at is not None
     for number in numbers:
         if number not in found:
             raise CardNotFound(f"No card {number}.")
@@ -72,7 +75,7 @@ async def _lock(
 
 
 def _open(card: LockedCard) -> None:
-    if card.status == CardStatus.CLOSED:
+    if card.status == CardStatus.CLOSED or card.closed:
         raise CardClosed(f"Card {card.card_number} is closed.")
 
 

@@ -78,10 +78,12 @@ async def set_status(conn: AsyncConnection, program_id: int, card_number: str, s
 
 
 # The card's accounts, locked in id order (the order every posting locks them in), with the
-# card's own row: what closing, replacing, merging and transfers start from.
+# card's own row: what closing, replacing, merging and transfers start from. After waiting for
+# the lock, only the locked account rows are re-read: `a.closed_at` is current, the card row's
+# status may be older.
 LOCK_CARDS = text("""
     SELECT c.id AS card_id, c.card_number, c.status, c.kind, c.customer_reference,
-           a.id AS account_id, a.asset, a.balance
+           a.id AS account_id, a.asset, a.balance, a.closed_at
     FROM cards c JOIN accounts a ON a.card_id = c.id
     WHERE c.program_id = :program_id AND c.card_number = ANY(CAST(:numbers AS text[]))
     ORDER BY a.id

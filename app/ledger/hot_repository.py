@@ -159,6 +159,18 @@ async def answers(
     return {(r["api_key_id"], r["key"]): r for r in rows}
 
 
+# A new statement, so a new snapshot: the replacement of a card that was closed while a
+# posting waited for its lock (the context statement's snapshot predates the new card).
+SUCCESSORS = """
+    SELECT c.id, r.card_number FROM cards c JOIN cards r ON r.id = c.replaced_by_card_id
+    WHERE c.id = ANY($1::bigint[])
+"""
+
+
+async def successors(conn: asyncpg.Connection, card_ids: list[int]) -> dict[int, str]:
+    return {r["id"]: r["card_number"] for r in await conn.fetch(SUCCESSORS, card_ids)}
+
+
 async def context_and_lock(
     conn: asyncpg.Connection, program_id: int, rows: list[tuple[Any, ...]]
 ) -> tuple[dict[int, dict[str, Any]], dict[int, int], datetime]:
