@@ -23,3 +23,27 @@ class CustomerReferenceMismatch(AppError):
     status = 422
     code = "customer_reference_mismatch"
     title = "Personalized cards need a customer reference; bearer cards must not have one"
+
+
+class CardClosed(AppError):
+    status = 409
+    code = "card_closed"
+    title = "The card is closed: it was replaced, merged or closed, and moves no value"
+
+
+class CardHasBalance(AppError):
+    status = 409
+    code = "card_has_balance"
+    title = "The card still holds value: transfer or spend it before closing the card"
+
+
+class SameCard(AppError):
+    status = 422
+    code = "same_card"
+    title = "Source and destination are the same card"
+
+
+class NotSameCustomer(AppError):
+    status = 422
+    code = "not_same_customer"
+    title = "Only two personalized cards of the same customer can be merged"

@@ -21,6 +21,8 @@ INSERT_CARD_ACCOUNTS = text("""
 # A card with the balances of its accounts, in one row.
 GET_CARD = text("""
     SELECT c.id, c.card_number, c.kind, c.status, c.customer_reference, c.created_at,
+           c.closed_at,
+           (SELECT r.card_number FROM cards r WHERE r.id = c.replaced_by_card_id) AS replaced_by,
            max(a.balance) FILTER (WHERE a.asset = 'points') AS points,
            max(a.balance) FILTER (WHERE a.asset = 'cashback') AS cashback
     FROM cards c JOIN accounts a ON a.card_id = c.id
@@ -28,9 +30,10 @@ GET_CARD = text("""
     GROUP BY c.id
 """)
 
+# Blocking and unblocking never touch a closed card.
 SET_STATUS = text("""
     UPDATE cards SET status = :status, updated_at = now()
-    WHERE program_id = :program_id AND card_number = :card_number
+    WHERE program_id = :program_id AND card_number = :card_number AND status <> 'closed'
     RETURNING id
 """)
 
@@ -72,3 +75,38 @@ async def get(
 async def set_status(conn: AsyncConnection, program_id: int, card_number: str, status: str) -> bool:
     params = {"program_id": program_id, "card_number": card_number, "status": status}
     return (await conn.execute(SET_STATUS, params)).first() is not None
+
+
+# The card's accounts, locked in id order (the order every posting locks them in), with the
+# card's own row: what closing, replacing, merging and transfers start from. After waiting for
+# the lock, only the locked account rows are re-read: `a.closed_at` is current, the card row's
+# status may be older.
+LOCK_CARDS = text("""
+    SELECT c.id AS card_id, c.card_number, c.status, c.kind, c.customer_reference,
+           a.id AS account_id, a.asset, a.balance, a.closed_at
+    FROM cards c JOIN accounts a ON a.card_id = c.id
+    WHERE c.program_id = :program_id AND c.card_number = ANY(CAST(:numbers AS text[]))
+    ORDER BY a.id
+    FOR NO KEY UPDATE OF a
+""")
+
+CLOSE_CARD = text("""
+    WITH card AS (
+        UPDATE cards SET status = 'closed', closed_at = now(), updated_at = now(),
+                         replaced_by_card_id = :replaced_by
+        WHERE id = :card_id
+        RETURNING id
+    )
+    UPDATE accounts SET closed_at = now() WHERE card_id = (SELECT id FROM card)
+""")
+
+
+async def lock_cards(
+    conn: AsyncConnection, program_id: int, numbers: list[str]
+) -> list[Row[tuple[object, ...]]]:
+    params = {"program_id": program_id, "numbers": numbers}
+    return list(await conn.execute(LOCK_CARDS, params))
+
+
+async def close(conn: AsyncConnection, card_id: int, replaced_by: int | None) -> None:
+    await conn.execute(CLOSE_CARD, {"card_id": card_id, "replaced_by": replaced_by})

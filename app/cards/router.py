@@ -4,16 +4,24 @@ from fastapi import APIRouter, Depends, Request, status
 from starlette.responses import Response
 
 from app.auth.deps import CurrentPrincipal, OperatorPrincipal
-from app.cards import service
-from app.cards.errors import CardNotFound, CardNumberTaken, CustomerReferenceMismatch
-from app.cards.schemas import CardCreate, CardRead
+from app.cards import lifecycle, service
+from app.cards.errors import (
+    CardClosed,
+    CardHasBalance,
+    CardNotFound,
+    CardNumberTaken,
+    CustomerReferenceMismatch,
+    NotSameCustomer,
+    SameCard,
+)
+from app.cards.schemas import CardCreate, CardMerge, CardMerged, CardRead, CardReplace, CardReplaced
 from app.core.deps import AppSettings
 from app.core.errors import Forbidden, Unauthorized, ValidationFailed
 from app.core.schemas import CardNumberInPath, problem_responses
 from app.db.session import Conn
 from app.idempotency import service as idempotency
-from app.idempotency.deps import optional_idempotency_key
-from app.idempotency.errors import IdempotencyKeyReused
+from app.idempotency.deps import optional_idempotency_key, require_idempotency_key
+from app.idempotency.errors import IdempotencyKeyRequired, IdempotencyKeyReused
 from app.models.enums import CardStatus
 from app.programs.deps import CurrentProgram
 
@@ -85,3 +93,77 @@ async def unblock_card(
     card_number: CardNumberInPath, conn: Conn, program: CurrentProgram, _: OperatorPrincipal
 ) -> CardRead:
     return await service.set_status(conn, program, card_number, CardStatus.ACTIVE)
+
+
+_LIFE = (Unauthorized, Forbidden, ValidationFailed, CardNotFound, CardClosed)
+
+
+@router.post(
+    "/{card_number}/replace",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="replace_card",
+    response_model=CardReplaced,
+    responses=problem_responses(
+        *_LIFE, CardNumberTaken, IdempotencyKeyRequired, IdempotencyKeyReused
+    ),
+)
+async def replace_card(
+    card_number: CardNumberInPath,
+    body: CardReplace,
+    request: Request,
+    conn: Conn,
+    program: CurrentProgram,
+    settings: AppSettings,
+    principal: OperatorPrincipal,
+    idempotency_key: Annotated[str, Depends(require_idempotency_key)],
+) -> Response:
+    """A lost or damaged card: a new card of the same kind and customer takes its balances in
+    one transaction; the old card is closed and points to the new one. History stays readable
+    from both. Operator only."""
+
+    async def action() -> tuple[int, CardReplaced]:
+        return await lifecycle.replace(conn, program, settings, principal, card_number, body)
+
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
+    )
+
+
+@router.post(
+    "/{card_number}/merge",
+    operation_id="merge_card",
+    response_model=CardMerged,
+    responses=problem_responses(
+        *_LIFE, SameCard, NotSameCustomer, IdempotencyKeyRequired, IdempotencyKeyReused
+    ),
+)
+async def merge_card(
+    card_number: CardNumberInPath,
+    body: CardMerge,
+    request: Request,
+    conn: Conn,
+    program: CurrentProgram,
+    principal: OperatorPrincipal,
+    idempotency_key: Annotated[str, Depends(require_idempotency_key)],
+) -> Response:
+    """Merge this card into another card of the same customer (both personalized, same
+    customer reference): its balances move over and it is closed. Operator only."""
+
+    async def action() -> tuple[int, CardMerged]:
+        return await lifecycle.merge(conn, program, principal, card_number, body)
+
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
+    )
+
+
+@router.post(
+    "/{card_number}/close",
+    operation_id="close_card",
+    responses=problem_responses(*_LIFE, CardHasBalance),
+)
+async def close_card(
+    card_number: CardNumberInPath, conn: Conn, program: CurrentProgram, _: OperatorPrincipal
+) -> CardRead:
+    """Close an empty card for good (transfer or spend its value first). Operator only."""
+    return await lifecycle.close(conn, program, card_number)

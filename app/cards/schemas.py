@@ -1,3 +1,4 @@
+import uuid
 from datetime import datetime
 from typing import Annotated
 
@@ -33,3 +34,41 @@ class CardRead(ResponseModel):
     cashback: int = Field(description="Cashback the card holds, in minor units of `currency`.")
     currency: str
     created_at: datetime
+    closed_at: datetime | None = None
+    replaced_by: str | None = Field(
+        default=None, description="Closed cards that were replaced or merged: the card now."
+    )
+
+
+class CardReplace(RequestModel):
+    """A lost or damaged card is replaced: a new card of the same kind and customer takes
+    its balances, and the old card is closed and points to it."""
+
+    card_number: CardNumber | None = Field(
+        default=None, description="The new card's number (pre-printed); generated if omitted."
+    )
+
+
+class CardMerge(RequestModel):
+    into_card_number: CardNumber = Field(
+        description="The card that keeps the value; this card is closed and points to it."
+    )
+
+
+class Moved(ResponseModel):
+    points: int
+    cashback: int = Field(description="Minor units of the program currency.")
+
+
+class CardReplaced(ResponseModel):
+    old_card: "CardRead"
+    new_card: "CardRead"
+    transaction_id: uuid.UUID | None = Field(description="Null when there was nothing to move.")
+    moved: Moved
+
+
+class CardMerged(ResponseModel):
+    card: "CardRead"
+    merged_card: "CardRead"
+    transaction_id: uuid.UUID | None
+    moved: Moved

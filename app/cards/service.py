@@ -3,7 +3,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.deps import Principal
 from app.cards import repository
-from app.cards.errors import CardNotFound, CardNumberTaken, CustomerReferenceMismatch
+from app.cards.errors import (
+    CardClosed,
+    CardNotFound,
+    CardNumberTaken,
+    CustomerReferenceMismatch,
+)
 from app.cards.numbers import generate_card_number
 from app.cards.schemas import CardCreate, CardRead
 from app.core.config import Settings
@@ -26,6 +31,8 @@ def _read(row: Row[tuple[object, ...]], currency: str) -> CardRead:
         cashback=m["cashback"],
         currency=currency,
         created_at=m["created_at"],
+        closed_at=m["closed_at"],
+        replaced_by=m["replaced_by"],
     )
 
 
@@ -74,5 +81,6 @@ async def set_status(
     conn: AsyncConnection, program: ProgramContext, card_number: str, status: CardStatus
 ) -> CardRead:
     if not await repository.set_status(conn, program.id, card_number, status.value):
-        raise CardNotFound()
+        card = await get_card(conn, program, card_number)  # 404 if there is no such card
+        raise CardClosed(f"Card {card.card_number} is closed.")
     return await get_card(conn, program, card_number)

@@ -29,7 +29,15 @@ from app.core.jsonio import dumps
 from app.idempotency.errors import IdempotencyKeyReused
 from app.ledger import hot_repository as repository
 from app.ledger.errors import DuplicateReference, InsufficientBalance
-from app.ledger.rules import Intent, Plan, PostingRequest, answer_for, intent_for, plan_for
+from app.ledger.rules import (
+    Intent,
+    Plan,
+    PostingRequest,
+    answer_for,
+    card_closed,
+    intent_for,
+    plan_for,
+)
 from app.ledger.schemas import RedemptionCreate
 from app.models.enums import ApiKeyRole, Asset
 from app.programs.service import ProgramContext
@@ -242,12 +250,22 @@ async def _plan(
             )
         )
     context, balances, now = await repository.context_and_lock(conn, program.id, rows)
+    closed_meanwhile: list[tuple[_State, int]] = []
     for index, state in enumerate(states):
         assert state.intent is not None
+        ctx = context[index]
         try:
-            state.plan = plan_for(state.intent, state.item.request, context[index], program, None)
+            state.plan = plan_for(state.intent, state.item.request, ctx, program, None)
         except AppError as exc:
             state.outcome = refusal(exc)
+            if ctx["card_closed_now"] and ctx["replaced_by"] is None:
+                closed_meanwhile.append((state, ctx["card_id"]))
+    if closed_meanwhile:
+        # Closed while we waited for the lock: name the replacement, read afresh (rare).
+        found = await repository.successors(conn, [card_id for _, card_id in closed_meanwhile])
+        for state, card_id in closed_meanwhile:
+            if card_id in found:
+                state.outcome = refusal(card_closed(found[card_id]))
     return balances, now
 
 

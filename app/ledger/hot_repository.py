@@ -42,15 +42,17 @@ ANSWERS = """
 # newest committed balances after any wait; `locked_count` makes sure every lock is taken.
 CONTEXT_AND_LOCK = """
     WITH locked AS (
-        SELECT a.id, a.balance FROM accounts a JOIN cards c ON c.id = a.card_id
+        SELECT a.id, a.balance, a.closed_at FROM accounts a JOIN cards c ON c.id = a.card_id
         WHERE c.program_id = $7 AND c.card_number = ANY($2::text[])
         ORDER BY a.id
         FOR NO KEY UPDATE OF a
     )
     SELECT r.idx,
            c.id AS card_id, c.status AS card_status,
+           (SELECT r.card_number FROM cards r WHERE r.id = c.replaced_by_card_id) AS replaced_by,
            cp.id AS card_points_account, cc.id AS card_cashback_account,
            lp.balance AS card_points, lc.balance AS card_cashback,
+           (lp.closed_at IS NOT NULL OR lc.closed_at IS NOT NULL) AS card_closed_now,
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
            p.can_earn, p.can_redeem,
            pp.id AS counter_points_account, pc.id AS counter_cashback_account,
@@ -155,6 +157,18 @@ async def answers(
 ) -> dict[tuple[uuid.UUID, str], asyncpg.Record]:
     rows = await conn.fetch(ANSWERS, [k[0] for k in keys], [k[1] for k in keys])
     return {(r["api_key_id"], r["key"]): r for r in rows}
+
+
+# A new statement, so a new snapshot: the replacement of a card that was closed while a
+# posting waited for its lock (the context statement's snapshot predates the new card).
+SUCCESSORS = """
+    SELECT c.id, r.card_number FROM cards c JOIN cards r ON r.id = c.replaced_by_card_id
+    WHERE c.id = ANY($1::bigint[])
+"""
+
+
+async def successors(conn: asyncpg.Connection, card_ids: list[int]) -> dict[int, str]:
+    return {r["id"]: r["card_number"] for r in await conn.fetch(SUCCESSORS, card_ids)}
 
 
 async def context_and_lock(

@@ -122,8 +122,8 @@ CARD_HISTORY = text("""
            coalesce(sum(e.amount) FILTER (WHERE e.asset = 'cashback'), 0) AS cashback
     FROM transactions t
     JOIN entries e ON e.transaction_id = t.id
-    JOIN accounts a ON a.id = e.account_id AND a.card_id = t.card_id
-    WHERE t.card_id = :card_id
+    JOIN accounts a ON a.id = e.account_id AND a.card_id = :card_id
+    WHERE (t.card_id = :card_id OR t.counterparty_card_id = :card_id)
       AND (CAST(:partner_id AS uuid) IS NULL OR t.partner_id = CAST(:partner_id AS uuid))
       AND (CAST(:before_posted_at AS timestamptz) IS NULL
            OR (t.posted_at, t.id) < (CAST(:before_posted_at AS timestamptz),
@@ -252,3 +252,48 @@ async def transaction_entries(
     conn: AsyncConnection, transaction_id: uuid.UUID
 ) -> list[Row[tuple[object, ...]]]:
     return list(await conn.execute(TRANSACTION_ENTRIES, {"id": transaction_id}))
+
+
+# A transfer between two cards whose accounts the caller has locked: the new balances, the
+# transaction and its entries, in one statement.
+TRANSFER = text("""
+    WITH balances AS (
+        UPDATE accounts a SET balance = v.balance
+        FROM unnest(CAST(:account_ids AS bigint[]), CAST(:new_balances AS bigint[]))
+             AS v(id, balance)
+        WHERE a.id = v.id
+    ),
+    posted AS (
+        INSERT INTO transactions (id, program_id, type, card_id, counterparty_card_id,
+                                  api_key_id, reference, description, occurred_at)
+        VALUES (:id, :program_id, 'transfer', :from_card_id, :to_card_id, :api_key_id,
+                :reference, :description, now())
+        RETURNING posted_at
+    ),
+    legs AS (
+        INSERT INTO entries (transaction_id, account_id, asset, amount)
+        SELECT :id, * FROM unnest(CAST(:leg_accounts AS bigint[]), CAST(:leg_assets AS text[]),
+                                  CAST(:leg_amounts AS bigint[]))
+    )
+    SELECT posted_at FROM posted
+""")
+
+
+async def transfer(conn: AsyncConnection, params: dict[str, object]) -> datetime:
+    row = (await conn.execute(TRANSFER, params)).one()
+    posted_at: datetime = row.posted_at
+    return posted_at
+
+
+OPERATOR_REFERENCE_EXISTS = text("""
+    SELECT 1 FROM transactions
+    WHERE program_id = :program_id AND partner_id IS NULL AND type = :type
+      AND reference = :reference
+""")
+
+
+async def operator_reference_exists(
+    conn: AsyncConnection, program_id: int, type: str, reference: str
+) -> bool:
+    params = {"program_id": program_id, "type": type, "reference": reference}
+    return (await conn.execute(OPERATOR_REFERENCE_EXISTS, params)).first() is not None

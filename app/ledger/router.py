@@ -5,8 +5,9 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
-from app.auth.deps import Credentials, CurrentPrincipal, bearer_token
-from app.cards.errors import CardBlocked, CardNotFound
+from app.auth.deps import Credentials, CurrentPrincipal, OperatorPrincipal, bearer_token
+from app.cards import lifecycle
+from app.cards.errors import CardBlocked, CardClosed, CardNotFound, SameCard
 from app.core.errors import (
     AmountOutOfRange,
     Forbidden,
@@ -42,6 +43,8 @@ from app.ledger.schemas import (
     RedemptionCreate,
     RedemptionRead,
     TransactionRead,
+    TransferCreate,
+    TransferRead,
 )
 from app.partners.errors import PartnerNotFound
 from app.programs.deps import CurrentProgram
@@ -173,3 +176,40 @@ async def get_transaction(
 ) -> TransactionRead:
     """A transaction with all its entries. Partner keys see only their own."""
     return await service.get_transaction(conn, program, principal, transaction_id)
+
+
+@router.post(
+    "/v1/transfers",
+    status_code=201,
+    operation_id="create_transfer",
+    response_model=TransferRead,
+    responses=problem_responses(
+        Unauthorized,
+        Forbidden,
+        ValidationFailed,
+        IdempotencyKeyRequired,
+        IdempotencyKeyReused,
+        CardNotFound,
+        CardClosed,
+        SameCard,
+        InsufficientBalance,
+        DuplicateReference,
+    ),
+)
+async def create_transfer(
+    body: TransferCreate,
+    request: Request,
+    conn: Conn,
+    program: CurrentProgram,
+    principal: OperatorPrincipal,
+    idempotency_key: IdempotencyKey,
+) -> Response:
+    """Move points or cashback from one card to another (a gift, a correction between a
+    customer's cards). Operator only."""
+
+    async def action() -> tuple[int, TransferRead]:
+        return await lifecycle.transfer(conn, program, principal, body)
+
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
+    )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.auth.deps import Principal
-from app.cards.errors import CardBlocked, CardNotFound
+from app.cards.errors import CardBlocked, CardClosed, CardNotFound
 from app.core.config import Settings
 from app.core.errors import Forbidden
 from app.ledger.earn import EarnRates, earn_for_purchase
@@ -64,6 +64,14 @@ class Plan:
     earned: dict[str, int] | None = None
     """{"points": ..., "cashback": ...}"""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def card_closed(replaced_by: str | None) -> CardClosed:
+    if replaced_by is None:
+        return CardClosed()
+    return CardClosed(
+        f"The card was replaced by card {replaced_by}.", replaced_by_card_number=replaced_by
+    )
 
 
 def posting_partner(principal: Principal, requested: uuid.UUID | None) -> uuid.UUID | None:
@@ -152,6 +160,10 @@ def plan_for(
     `earlier_reference` is a posting of the same reference earlier in the same group."""
     if ctx["card_id"] is None:
         raise CardNotFound()
+    if ctx["card_status"] == CardStatus.CLOSED or ctx["card_closed_now"]:
+        # card_closed_now is read under the card's lock: a replacement that committed while
+        # this posting waited for the lock is seen here, even if card_status is older.
+        raise card_closed(ctx["replaced_by"])
     if ctx["card_status"] == CardStatus.BLOCKED:
         raise CardBlocked()
     if intent.partner_id is not None and ctx["partner_id"] is None:

@@ -151,3 +151,31 @@ class TransactionRead(ResponseModel):
     occurred_at: datetime
     posted_at: datetime
     entries: list[EntryRead]
+
+
+class TransferCreate(RequestModel):
+    """Operator only: move points or cashback from one card to another."""
+
+    from_card_number: CardNumber
+    to_card_number: CardNumber
+    asset: Asset
+    amount: PositiveAmount
+    reason: Annotated[str, Field(min_length=1, max_length=500, examples=["goodwill gift"])]
+    reference: Reference | None = None
+
+
+class CardBalances(ResponseModel):
+    points: int
+    cashback: int
+
+
+class TransferRead(ResponseModel):
+    transaction_id: uuid.UUID
+    from_card_number: str
+    to_card_number: str
+    asset: Asset
+    amount: int
+    reason: str
+    reference: str | None
+    from_balance: CardBalances
+    to_balance: CardBalances

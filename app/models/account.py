@@ -4,6 +4,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    DateTime,
     ForeignKey,
     Index,
     SmallInteger,
@@ -72,4 +73,7 @@ class Account(Base):
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
     balance: Mapped[int | None] = mapped_column(BigInteger)
     """Card accounts only: points, or minor units of cashback, the card holds now."""
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Card accounts of a closed card. Set under the account's row lock, so a posting that
+    waited for that lock sees it (the card row it read earlier may be older)."""
     created_at: Mapped[datetime] = created_at_column()

@@ -39,6 +39,9 @@ class Card(Base):
     customer_reference: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16))
     issued_by_partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
+    replaced_by_card_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("cards.id"))
+    """Closed cards that were replaced or merged: the card that holds their value now."""
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()

@@ -35,6 +35,8 @@ class TransactionType(StrEnum):
     """The operator credited points outside a purchase (referral, goodwill)."""
     REDEMPTION = "redemption"
     """A card spent points or cashback."""
+    TRANSFER = "transfer"
+    """The operator moved value from one card to another (a replacement, a merge, a gift)."""
 
 
 class CardKind(StrEnum):
@@ -48,6 +50,8 @@ class CardStatus(StrEnum):
     ACTIVE = "active"
     BLOCKED = "blocked"
     """Can neither earn nor spend; balances are kept."""
+    CLOSED = "closed"
+    """For good: replaced, merged into another card, or closed empty. Its history stays."""
 
 
 class ApiKeyRole(StrEnum):

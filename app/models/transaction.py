@@ -36,6 +36,13 @@ class Transaction(Base):
         Index(
             "ix_transactions_partner_history", "partner_id", text("posted_at DESC"), text("id DESC")
         ),
+        Index(
+            "ix_transactions_counterparty_history",
+            "counterparty_card_id",
+            text("posted_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("counterparty_card_id IS NOT NULL"),
+        ),
         # A receipt posts once per partner and type; a replay becomes a conflict, not a copy.
         Index(
             "uq_transactions_partner_reference",
@@ -61,6 +68,8 @@ class Transaction(Base):
     type: Mapped[str] = mapped_column(String(32))
     card_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("cards.id"))
     """The card this transaction is about (denormalized from its entries for history reads)."""
+    counterparty_card_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("cards.id"))
+    """Transfers: the card that received the value (`card_id` gave it)."""
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
     """The partner it was posted as; NULL for the operator's own postings."""
     api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id"))

@@ -1,0 +1,260 @@
+"""The card's life beyond earning and spending: transfers between cards, replacement of a lost
+card, merging two cards of one customer, closing. Operator only; each moves value, so each runs
+under an Idempotency-Key.
+
+Every operation locks the accounts of the cards involved in id order, the order every posting
+locks them in, and closing marks the card's accounts closed under that lock: a posting that
+waited for the lock sees the card closed (app/ledger/rules.py), even if it read the card row
+before the close committed.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.auth.deps import Principal
+from app.cards import repository
+from app.cards import service as cards
+from app.cards.errors import (
+    CardClosed,
+    CardHasBalance,
+    CardNotFound,
+    NotSameCustomer,
+    SameCard,
+)
+from app.cards.schemas import (
+    CardCreate,
+    CardMerge,
+    CardMerged,
+    CardRead,
+    CardReplace,
+    CardReplaced,
+    Moved,
+)
+from app.core.config import Settings
+from app.core.ids import uuid7
+from app.db.errors import violated_constraint
+from app.ledger import repository as ledger
+from app.ledger.errors import DuplicateReference, InsufficientBalance
+from app.ledger.schemas import CardBalances, TransferCreate, TransferRead
+from app.models.enums import Asset, CardKind, CardStatus
+from app.programs.service import ProgramContext
+
+
+@dataclass
+class LockedCard:
+    id: int
+    card_number: str
+    status: str
+    kind: str
+    customer_reference: str | None
+    accounts: dict[str, int] = field(default_factory=dict)
+    balances: dict[str, int] = field(default_factory=dict)
+    closed: bool = False
+    """From the locked accounts: current even when `status` was read before a close."""
+
+
+async def _lock(
+    conn: AsyncConnection, program: ProgramContext, numbers: list[str]
+) -> dict[str, LockedCard]:
+    found: dict[str, LockedCard] = {}
+    for row in await repository.lock_cards(conn, program.id, numbers):
+        card = found.setdefault(
+            row.card_number,
+            LockedCard(row.card_id, row.card_number, row.status, row.kind, row.customer_reference),
+        )
+        card.accounts[row.asset] = row.account_id
+        card.balances[row.asset] = row.balance
+        card.closed = card.closed or row.closed_at is not None
+    for number in numbers:
+        if number not in found:
+            raise CardNotFound(f"No card {number}.")
+    return found
+
+
+def _open(card: LockedCard) -> None:
+    if card.status == CardStatus.CLOSED or card.closed:
+        raise CardClosed(f"Card {card.card_number} is closed.")
+
+
+async def _move(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    principal: Principal,
+    source: LockedCard,
+    target: LockedCard,
+    amounts: dict[str, int],
+    description: str,
+    reference: str | None = None,
+) -> uuid.UUID | None:
+    """Move `amounts` (asset -> amount) from source to target in one transfer transaction."""
+    legs = [(asset, amount) for asset, amount in amounts.items() if amount]
+    if not legs:
+        return None
+    transaction_id = uuid7()
+    account_ids, new_balances = [], []
+    leg_accounts, leg_assets, leg_amounts = [], [], []
+    for asset, amount in legs:
+        source.balances[asset] -= amount
+        target.balances[asset] += amount
+        for card, signed in ((source, -amount), (target, amount)):
+            account_ids.append(card.accounts[asset])
+            new_balances.append(card.balances[asset])
+            leg_accounts.append(card.accounts[asset])
+            leg_assets.append(asset)
+            leg_amounts.append(signed)
+    params = {
+        "id": transaction_id,
+        "program_id": program.id,
+        "from_card_id": source.id,
+        "to_card_id": target.id,
+        "api_key_id": principal.api_key_id,
+        "reference": reference,
+        "description": description,
+        "account_ids": account_ids,
+        "new_balances": new_balances,
+        "leg_accounts": leg_accounts,
+        "leg_assets": leg_assets,
+        "leg_amounts": leg_amounts,
+    }
+    try:
+        await ledger.transfer(conn, params)
+    except IntegrityError as exc:
+        if violated_constraint(exc) != "uq_transactions_operator_reference":
+            raise
+        err = DuplicateReference(f"Reference {reference!r} was already posted.")
+        err.replayable = False  # the database transaction is aborted: nothing can be stored
+        raise err from exc
+    return transaction_id
+
+
+async def transfer(
+    conn: AsyncConnection, program: ProgramContext, principal: Principal, req: TransferCreate
+) -> tuple[int, TransferRead]:
+    if req.from_card_number == req.to_card_number:
+        raise SameCard()
+    if req.reference is not None and await ledger.operator_reference_exists(
+        conn, program.id, "transfer", req.reference
+    ):
+        raise DuplicateReference(f"Reference {req.reference!r} was already posted.")
+    locked = await _lock(conn, program, [req.from_card_number, req.to_card_number])
+    source, target = locked[req.from_card_number], locked[req.to_card_number]
+    _open(source)
+    _open(target)
+    available = source.balances[req.asset]
+    if available < req.amount:
+        raise InsufficientBalance(
+            f"The card holds {available} {req.asset.value}; {req.amount} were asked for.",
+            asset=req.asset.value,
+            available=available,
+            requested=req.amount,
+        )
+    transaction_id = await _move(
+        conn,
+        program,
+        principal,
+        source,
+        target,
+        {req.asset: req.amount},
+        req.reason,
+        req.reference,
+    )
+    assert transaction_id is not None
+    return 201, TransferRead(
+        transaction_id=transaction_id,
+        from_card_number=source.card_number,
+        to_card_number=target.card_number,
+        asset=req.asset,
+        amount=req.amount,
+        reason=req.reason,
+        reference=req.reference,
+        from_balance=CardBalances(**source.balances),
+        to_balance=CardBalances(**target.balances),
+    )
+
+
+async def replace(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    settings: Settings,
+    principal: Principal,
+    card_number: str,
+    req: CardReplace,
+) -> tuple[int, CardReplaced]:
+    old = (await _lock(conn, program, [card_number]))[card_number]
+    _open(old)
+    issued = await cards.issue_card(
+        conn,
+        program,
+        settings,
+        principal,
+        CardCreate(
+            kind=CardKind(old.kind),
+            customer_reference=old.customer_reference,
+            card_number=req.card_number,
+        ),
+    )
+    new = (await _lock(conn, program, [issued.card_number]))[issued.card_number]
+    moved = dict(old.balances)
+    transaction_id = await _move(
+        conn, program, principal, old, new, moved, f"card {old.card_number} replaced"
+    )
+    await repository.close(conn, old.id, replaced_by=new.id)
+    return 201, CardReplaced(
+        old_card=await cards.get_card(conn, program, old.card_number),
+        new_card=await cards.get_card(conn, program, new.card_number),
+        transaction_id=transaction_id,
+        moved=Moved(**moved),
+    )
+
+
+async def merge(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    principal: Principal,
+    card_number: str,
+    req: CardMerge,
+) -> tuple[int, CardMerged]:
+    if card_number == req.into_card_number:
+        raise SameCard()
+    locked = await _lock(conn, program, [card_number, req.into_card_number])
+    source, target = locked[card_number], locked[req.into_card_number]
+    _open(source)
+    _open(target)
+    if (
+        source.kind != CardKind.PERSONALIZED
+        or target.kind != CardKind.PERSONALIZED
+        or source.customer_reference != target.customer_reference
+    ):
+        raise NotSameCustomer()
+    moved = dict(source.balances)
+    transaction_id = await _move(
+        conn,
+        program,
+        principal,
+        source,
+        target,
+        moved,
+        f"card {source.card_number} merged into {target.card_number}",
+    )
+    await repository.close(conn, source.id, replaced_by=target.id)
+    return 200, CardMerged(
+        card=await cards.get_card(conn, program, target.card_number),
+        merged_card=await cards.get_card(conn, program, source.card_number),
+        transaction_id=transaction_id,
+        moved=Moved(**moved),
+    )
+
+
+async def close(conn: AsyncConnection, program: ProgramContext, card_number: str) -> CardRead:
+    card = (await _lock(conn, program, [card_number]))[card_number]
+    _open(card)
+    if any(card.balances.values()):
+        raise CardHasBalance(
+            f"Card {card_number} holds {card.balances[Asset.POINTS]} points and "
+            f"{card.balances[Asset.CASHBACK]} cashback.",
+        )
+    await repository.close(conn, card.id, replaced_by=None)
+    return await cards.get_card(conn, program, card_number)
