@@ -53,3 +53,15 @@ class InvalidCursor(AppError):
     status = 422
     code = "invalid_cursor"
     title = "The pagination cursor is not one this service issued"
+
+
+class NotReversible(AppError):
+    status = 422
+    code = "not_reversible"
+    title = "Only accruals, awards and redemptions can be reversed"
+
+
+class AlreadyReversed(AppError):
+    status = 409
+    code = "already_reversed"
+    title = "This transaction was already reversed"

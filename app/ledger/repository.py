@@ -297,3 +297,75 @@ async def operator_reference_exists(
 ) -> bool:
     params = {"program_id": program_id, "type": type, "reference": reference}
     return (await conn.execute(OPERATOR_REFERENCE_EXISTS, params)).first() is not None
+
+
+# The transaction to reverse, its card's accounts locked in id order (as every posting locks
+# them), and any reversal already committed (read after the lock, so a concurrent one that
+# committed while we waited is seen).
+REVERSAL_TARGET = text("""
+    SELECT t.id, t.type, t.card_id, t.partner_id, c.card_number, c.status
+    FROM transactions t JOIN cards c ON c.id = t.card_id
+    WHERE t.id = :id AND t.program_id = :program_id
+""")
+
+LOCK_CARD_ACCOUNTS = text("""
+    SELECT id, asset, balance, closed_at FROM accounts
+    WHERE card_id = :card_id ORDER BY id FOR NO KEY UPDATE
+""")
+
+EXISTING_REVERSAL = text("""
+    SELECT id FROM transactions WHERE corrects_id = :id AND type = 'reversal'
+""")
+
+ORIGINAL_ENTRIES = text("""
+    SELECT account_id, asset, amount FROM entries WHERE transaction_id = :id ORDER BY id
+""")
+
+# The reversal: the original's entries negated, the card's new balances, in one statement.
+REVERSE = text("""
+    WITH balances AS (
+        UPDATE accounts a SET balance = v.balance
+        FROM unnest(CAST(:account_ids AS bigint[]), CAST(:new_balances AS bigint[]))
+             AS v(id, balance)
+        WHERE a.id = v.id
+    ),
+    posted AS (
+        INSERT INTO transactions (id, program_id, type, card_id, partner_id, api_key_id,
+                                  description, corrects_id, occurred_at)
+        VALUES (:id, :program_id, 'reversal', :card_id, :partner_id, :api_key_id,
+                :description, :corrects_id, now())
+        RETURNING posted_at
+    ),
+    legs AS (
+        INSERT INTO entries (transaction_id, account_id, asset, amount)
+        SELECT :id, account_id, asset, -amount FROM entries WHERE transaction_id = :corrects_id
+    )
+    SELECT posted_at FROM posted
+""")
+
+
+async def reversal_target(
+    conn: AsyncConnection, program_id: int, transaction_id: uuid.UUID
+) -> Row[tuple[object, ...]] | None:
+    params = {"id": transaction_id, "program_id": program_id}
+    return (await conn.execute(REVERSAL_TARGET, params)).first()
+
+
+async def lock_card_accounts(conn: AsyncConnection, card_id: int) -> list[Row[tuple[object, ...]]]:
+    return list(await conn.execute(LOCK_CARD_ACCOUNTS, {"card_id": card_id}))
+
+
+async def existing_reversal(conn: AsyncConnection, transaction_id: uuid.UUID) -> uuid.UUID | None:
+    row = (await conn.execute(EXISTING_REVERSAL, {"id": transaction_id})).first()
+    return None if row is None else row.id
+
+
+async def original_entries(
+    conn: AsyncConnection, transaction_id: uuid.UUID
+) -> list[Row[tuple[object, ...]]]:
+    return list(await conn.execute(ORIGINAL_ENTRIES, {"id": transaction_id}))
+
+
+async def reverse(conn: AsyncConnection, params: dict[str, object]) -> datetime:
+    posted_at: datetime = (await conn.execute(REVERSE, params)).one().posted_at
+    return posted_at

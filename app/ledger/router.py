@@ -22,12 +22,14 @@ from app.db.session import Conn
 from app.idempotency import service as idempotency
 from app.idempotency.deps import require_idempotency_key
 from app.idempotency.errors import IdempotencyKeyRequired, IdempotencyKeyReused
-from app.ledger import service
+from app.ledger import reversals, service
 from app.ledger.errors import (
+    AlreadyReversed,
     CurrencyMismatch,
     DuplicateReference,
     InsufficientBalance,
     InvalidCursor,
+    NotReversible,
     OccurredAtOutOfRange,
     PartnerCannotEarn,
     PartnerCannotRedeem,
@@ -42,6 +44,8 @@ from app.ledger.schemas import (
     CardTransactionPage,
     RedemptionCreate,
     RedemptionRead,
+    ReversalCreate,
+    ReversalRead,
     TransactionRead,
     TransferCreate,
     TransferRead,
@@ -209,6 +213,44 @@ async def create_transfer(
 
     async def action() -> tuple[int, TransferRead]:
         return await lifecycle.transfer(conn, program, principal, body)
+
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
+    )
+
+
+@router.post(
+    "/v1/transactions/{transaction_id}/reversal",
+    status_code=201,
+    operation_id="reverse_transaction",
+    response_model=ReversalRead,
+    responses=problem_responses(
+        Unauthorized,
+        ValidationFailed,
+        IdempotencyKeyRequired,
+        IdempotencyKeyReused,
+        TransactionNotFound,
+        NotReversible,
+        AlreadyReversed,
+        CardClosed,
+        InsufficientBalance,
+    ),
+)
+async def reverse_transaction(
+    transaction_id: uuid.UUID,
+    body: ReversalCreate,
+    request: Request,
+    conn: Conn,
+    program: CurrentProgram,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey,
+) -> Response:
+    """Cancel a posting in full, once: a new transaction with the original's entries negated.
+    A partner key reverses its own partner's postings only. Refused with
+    `insufficient_balance` when the card has spent what the reversal would take back."""
+
+    async def action() -> tuple[int, ReversalRead]:
+        return await reversals.reverse(conn, program, principal, transaction_id, body)
 
     return await idempotency.respond_once(
         request, conn, principal.api_key_id, idempotency_key, body, action

@@ -179,3 +179,18 @@ class TransferRead(ResponseModel):
     reference: str | None
     from_balance: CardBalances
     to_balance: CardBalances
+
+
+class ReversalCreate(RequestModel):
+    reason: Annotated[str, Field(min_length=1, max_length=500, examples=["wrong card"])] | None = (
+        None
+    )
+
+
+class ReversalRead(ResponseModel):
+    transaction_id: uuid.UUID
+    corrects_id: uuid.UUID = Field(description="The transaction this one undoes.")
+    card_number: str
+    reversed: CardBalances = Field(description="What the reversal did to the card (signed).")
+    balance: CardBalances
+    posted_at: datetime

@@ -37,6 +37,8 @@ class TransactionType(StrEnum):
     """A card spent points or cashback."""
     TRANSFER = "transfer"
     """The operator moved value from one card to another (a replacement, a merge, a gift)."""
+    REVERSAL = "reversal"
+    """Undoes another transaction in full (`corrects_id`), once: a till's mistaken posting."""
 
 
 class CardKind(StrEnum):

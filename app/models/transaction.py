@@ -52,6 +52,13 @@ class Transaction(Base):
             unique=True,
             postgresql_where=text("partner_id IS NOT NULL AND reference IS NOT NULL"),
         ),
+        # A transaction is reversed at most once.
+        Index(
+            "uq_transactions_one_reversal",
+            "corrects_id",
+            unique=True,
+            postgresql_where=text("type = 'reversal'"),
+        ),
         Index(
             "uq_transactions_operator_reference",
             "program_id",
