@@ -65,3 +65,21 @@ class AlreadyReversed(AppError):
     status = 409
     code = "already_reversed"
     title = "This transaction was already reversed"
+
+
+class NotARedemption(AppError):
+    status = 422
+    code = "not_a_redemption"
+    title = "Only a redemption can be refunded this way"
+
+
+class RefundExceedsOriginal(AppError):
+    status = 422
+    code = "refund_exceeds_original"
+    title = "Refunds of a redemption cannot add up to more than it spent"
+
+
+class AlreadyRefunded(AppError):
+    status = 409
+    code = "already_refunded"
+    title = "Part of this redemption was refunded: refund the rest instead of reversing it"

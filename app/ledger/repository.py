@@ -369,3 +369,47 @@ async def original_entries(
 async def reverse(conn: AsyncConnection, params: dict[str, object]) -> datetime:
     posted_at: datetime = (await conn.execute(REVERSE, params)).one().posted_at
     return posted_at
+
+
+# What was already given back for a redemption: its refunds, or all of it if it was reversed.
+RETURNED = text("""
+    SELECT coalesce(sum(e.amount) FILTER (WHERE t.type = 'refund'), 0) AS refunded,
+           bool_or(t.type = 'reversal') AS reversed
+    FROM transactions t
+    JOIN entries e
+      ON e.transaction_id = t.id AND e.account_id = ANY(CAST(:card_accounts AS bigint[]))
+    WHERE t.corrects_id = :id
+""")
+
+# A correction posting between a card account and a counter account, both known: the card's
+# new balance, the transaction, and its two entries.
+CORRECT = text("""
+    WITH balance AS (
+        UPDATE accounts SET balance = :new_balance WHERE id = :card_account
+    ),
+    posted AS (
+        INSERT INTO transactions (id, program_id, type, card_id, partner_id, api_key_id,
+                                  reference, description, corrects_id, occurred_at)
+        VALUES (:id, :program_id, :type, :card_id, :partner_id, :api_key_id, :reference,
+                :description, :corrects_id, now())
+        RETURNING posted_at
+    ),
+    legs AS (
+        INSERT INTO entries (transaction_id, account_id, asset, amount)
+        VALUES (:id, :card_account, :asset, :amount), (:id, :counter_account, :asset, -:amount)
+    )
+    SELECT posted_at FROM posted
+""")
+
+
+async def returned(
+    conn: AsyncConnection, transaction_id: uuid.UUID, card_accounts: list[int]
+) -> tuple[int, bool]:
+    params = {"id": transaction_id, "card_accounts": card_accounts}
+    row = (await conn.execute(RETURNED, params)).one()
+    return int(row.refunded), bool(row.reversed)
+
+
+async def correct(conn: AsyncConnection, params: dict[str, object]) -> datetime:
+    posted_at: datetime = (await conn.execute(CORRECT, params)).one().posted_at
+    return posted_at

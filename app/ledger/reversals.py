@@ -15,6 +15,7 @@ from app.cards.errors import CardClosed
 from app.core.ids import uuid7
 from app.ledger import repository
 from app.ledger.errors import (
+    AlreadyRefunded,
     AlreadyReversed,
     InsufficientBalance,
     NotReversible,
@@ -49,6 +50,11 @@ async def reverse(
     earlier = await repository.existing_reversal(conn, transaction_id)
     if earlier is not None:
         raise AlreadyReversed(transaction_id=str(earlier))
+    if original.type == TransactionType.REDEMPTION:
+        card_accounts = [a.id for a in accounts]
+        refunded, _ = await repository.returned(conn, transaction_id, card_accounts)
+        if refunded:
+            raise AlreadyRefunded(refunded=refunded)
 
     balances = {a.id: a.balance for a in accounts}
     asset_of = {a.id: a.asset for a in accounts}

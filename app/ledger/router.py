@@ -22,18 +22,21 @@ from app.db.session import Conn
 from app.idempotency import service as idempotency
 from app.idempotency.deps import require_idempotency_key
 from app.idempotency.errors import IdempotencyKeyRequired, IdempotencyKeyReused
-from app.ledger import reversals, service
+from app.ledger import refunds, reversals, service
 from app.ledger.errors import (
+    AlreadyRefunded,
     AlreadyReversed,
     CurrencyMismatch,
     DuplicateReference,
     InsufficientBalance,
     InvalidCursor,
+    NotARedemption,
     NotReversible,
     OccurredAtOutOfRange,
     PartnerCannotEarn,
     PartnerCannotRedeem,
     PartnerRequired,
+    RefundExceedsOriginal,
     TransactionNotFound,
 )
 from app.ledger.rules import PostingRequest
@@ -44,6 +47,8 @@ from app.ledger.schemas import (
     CardTransactionPage,
     RedemptionCreate,
     RedemptionRead,
+    RefundCreate,
+    RefundRead,
     ReversalCreate,
     ReversalRead,
     TransactionRead,
@@ -232,6 +237,7 @@ async def create_transfer(
         TransactionNotFound,
         NotReversible,
         AlreadyReversed,
+        AlreadyRefunded,
         CardClosed,
         InsufficientBalance,
     ),
@@ -251,6 +257,44 @@ async def reverse_transaction(
 
     async def action() -> tuple[int, ReversalRead]:
         return await reversals.reverse(conn, program, principal, transaction_id, body)
+
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
+    )
+
+
+@router.post(
+    "/v1/redemptions/{redemption_id}/refunds",
+    status_code=201,
+    operation_id="refund_redemption",
+    response_model=RefundRead,
+    responses=problem_responses(
+        Unauthorized,
+        ValidationFailed,
+        IdempotencyKeyRequired,
+        IdempotencyKeyReused,
+        TransactionNotFound,
+        NotARedemption,
+        RefundExceedsOriginal,
+        CardClosed,
+        DuplicateReference,
+    ),
+)
+async def refund_redemption(
+    redemption_id: uuid.UUID,
+    body: RefundCreate,
+    request: Request,
+    conn: Conn,
+    program: CurrentProgram,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey,
+) -> Response:
+    """An order paid partly with points or cashback is refunded: give back part or all of
+    what the redemption spent. Refunds add up to at most what was spent. A partner key refunds
+    its own partner's redemptions only."""
+
+    async def action() -> tuple[int, RefundRead]:
+        return await refunds.refund_redemption(conn, program, principal, redemption_id, body)
 
     return await idempotency.respond_once(
         request, conn, principal.api_key_id, idempotency_key, body, action

@@ -194,3 +194,23 @@ class ReversalRead(ResponseModel):
     reversed: CardBalances = Field(description="What the reversal did to the card (signed).")
     balance: CardBalances
     posted_at: datetime
+
+
+class RefundCreate(RequestModel):
+    amount: PositiveAmount = Field(description="Points, or minor units of cashback, to give back.")
+    reference: Reference | None = Field(
+        default=None, description="The refund's own receipt number, if the till has one."
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+
+
+class RefundRead(ResponseModel):
+    transaction_id: uuid.UUID
+    corrects_id: uuid.UUID = Field(description="The redemption refunded.")
+    card_number: str
+    asset: Asset
+    amount: int
+    refunded_total: int = Field(description="All refunds of this redemption so far.")
+    refundable: int = Field(description="What can still be refunded.")
+    balance: CardBalances
+    posted_at: datetime

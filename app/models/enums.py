@@ -39,6 +39,8 @@ class TransactionType(StrEnum):
     """The operator moved value from one card to another (a replacement, a merge, a gift)."""
     REVERSAL = "reversal"
     """Undoes another transaction in full (`corrects_id`), once: a till's mistaken posting."""
+    REFUND = "refund"
+    """Gives back part or all of a redemption (`corrects_id`) when the order is refunded."""
 
 
 class CardKind(StrEnum):

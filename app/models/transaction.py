@@ -52,6 +52,11 @@ class Transaction(Base):
             unique=True,
             postgresql_where=text("partner_id IS NOT NULL AND reference IS NOT NULL"),
         ),
+        Index(
+            "ix_transactions_corrects_id",
+            "corrects_id",
+            postgresql_where=text("corrects_id IS NOT NULL"),
+        ),
         # A transaction is reversed at most once.
         Index(
             "uq_transactions_one_reversal",
