@@ -23,6 +23,7 @@ from app.core.schemas import luhn_valid
 from tests.conftest import idem
 from tests.factories.cards import funded_card, issue_card
 from tests.factories.partners import partner_with_key
+from tests.factories.postings import purchase, redeem
 from tests.ledger.helpers_ledger import api_balance, scalar
 
 PROBLEM_JSON = "application/problem+json"
@@ -108,37 +109,6 @@ def _award(client: AsyncClient, headers: dict[str, str], card_number: str, point
     )
 
 
-def _redeem(
-    client: AsyncClient,
-    headers: dict[str, str],
-    card_number: str,
-    amount: int,
-    reference: str,
-    asset: str = "points",
-) -> Any:
-    return client.post(
-        "/v1/redemptions",
-        json={"card_number": card_number, "asset": asset, "amount": amount, "reference": reference},
-        headers={**headers, **idem()},
-    )
-
-
-def _purchase(
-    client: AsyncClient, headers: dict[str, str], card_number: str, amount: int, reference: str
-) -> Any:
-    return client.post(
-        "/v1/accruals",
-        json={
-            "kind": "purchase",
-            "card_number": card_number,
-            "amount": amount,
-            "currency": "EUR",
-            "reference": reference,
-        },
-        headers={**headers, **idem()},
-    )
-
-
 async def _funded_with_cashback(
     app: FastAPI, client: AsyncClient, operator: dict[str, str], **card: Any
 ) -> tuple[str, dict[str, str]]:
@@ -146,7 +116,7 @@ async def _funded_with_cashback(
     earning 1 point per 1.00 and 5 %), and the partner's till headers."""
     _, till = await partner_with_key(app, client, operator)
     number = (await issue_card(client, operator, **card))["card_number"]
-    r = await _purchase(client, till, number, 2_550, f"rcpt-{uuid.uuid4()}")
+    r = await purchase(client, till, number, 2_550, f"rcpt-{uuid.uuid4()}")
     assert r.status_code == 201, r.text
     assert r.json()["earned"] == {"points": 25, "cashback": 127}
     return number, till
@@ -498,10 +468,10 @@ async def test_replace_moves_balances_to_a_new_card_and_closes_the_old(
     before = await _ledger(engine)
     refusals = [
         await _award(client, operator, old, 10),
-        await _redeem(client, operator, old, 1, "after-replace"),
-        await _redeem(client, operator, old, 1, "after-replace-cb", asset="cashback"),
-        await _purchase(client, till, old, 1_000, "rcpt-after-replace"),
-        await _redeem(client, till, old, 1, "till-after-replace"),
+        await redeem(client, operator, old, 1, "after-replace"),
+        await redeem(client, operator, old, 1, "after-replace-cb", asset="cashback"),
+        await purchase(client, till, old, 1_000, "rcpt-after-replace"),
+        await redeem(client, till, old, 1, "till-after-replace"),
     ]
     for refused in refusals:
         problem = assert_problem(refused, 409, "card_closed")
@@ -517,7 +487,7 @@ async def test_replace_moves_balances_to_a_new_card_and_closes_the_old(
     assert (await _card(client, operator, old))["status"] == "closed"
 
     # The new card is a card like any other.
-    spent = await _redeem(client, operator, new_number, 60, "spend-new")
+    spent = await redeem(client, operator, new_number, 60, "spend-new")
     assert spent.status_code == 201, spent.text
     assert spent.json()["balance"] == {"points": 40, "cashback": 127}
     await _assert_audit_ok(client, operator)
@@ -581,7 +551,7 @@ async def test_a_blocked_lost_card_can_be_replaced(
     assert (body["new_card"]["status"], body["new_card"]["points"]) == ("active", 50)
     assert await api_balance(client, operator, old) == (0, 0)
     assert await api_balance(client, operator, new) == (50, 0)
-    assert (await _redeem(client, operator, new, 50, "spend-all")).status_code == 201
+    assert (await redeem(client, operator, new, 50, "spend-all")).status_code == 201
     await _assert_audit_ok(client, operator)
 
 
@@ -769,7 +739,7 @@ async def test_close_only_an_empty_card_and_then_it_refuses_postings(
     assert await _ledger(engine) == before
     assert (await _card(client, operator, number))["status"] == "active"
 
-    assert (await _redeem(client, operator, number, 20, "empty-it")).status_code == 201
+    assert (await redeem(client, operator, number, 20, "empty-it")).status_code == 201
     closed = await _close(client, operator, number)
 
     assert closed.status_code == 200, closed.text
@@ -787,8 +757,8 @@ async def test_close_only_an_empty_card_and_then_it_refuses_postings(
     before = await _ledger(engine)
     for refused in (
         await _award(client, operator, number, 10),
-        await _purchase(client, till, number, 1_000, "rcpt-closed"),
-        await _redeem(client, operator, number, 1, "closed-redeem"),
+        await purchase(client, till, number, 1_000, "rcpt-closed"),
+        await redeem(client, operator, number, 1, "closed-redeem"),
     ):
         problem = assert_problem(refused, 409, "card_closed")
         assert problem.get("replaced_by_card_number") is None
@@ -813,7 +783,7 @@ async def test_redemptions_racing_a_replace_never_lose_or_double_value(
 ) -> None:
     for round_ in range(3):
         old = (await funded_card(client, operator, 100))["card_number"]
-        calls = [_redeem(client, operator, old, 10, f"race-{round_}-{i}") for i in range(20)]
+        calls = [redeem(client, operator, old, 10, f"race-{round_}-{i}") for i in range(20)]
         calls.append(_replace(client, operator, old))
         random.shuffle(calls)
         calls = [_after(random.uniform(0, 0.03), call) for call in calls]
@@ -942,7 +912,7 @@ async def test_a_posting_waiting_for_a_replacement_is_refused_naming_the_new_car
     old = (await funded_card(client, operator, 100))["card_number"]
 
     replaced, redeemed = await _queued_behind_lock(
-        engine, old, _replace(client, operator, old), _redeem(client, operator, old, 10, "late")
+        engine, old, _replace(client, operator, old), redeem(client, operator, old, 10, "late")
     )
 
     assert replaced.status_code == 201, replaced.text

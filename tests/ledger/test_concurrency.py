@@ -12,10 +12,10 @@ from httpx import AsyncClient, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import idem
 from tests.factories.api_keys import bearer, insert_api_key
 from tests.factories.cards import funded_card, issue_card
 from tests.factories.partners import partner_with_key
+from tests.factories.postings import purchase, redeem
 from tests.ledger.helpers_ledger import (
     api_balance,
     card_accounts,
@@ -28,37 +28,6 @@ from tests.ledger.helpers_ledger import (
 pytestmark = pytest.mark.concurrency
 
 
-def _redeem(
-    client: AsyncClient,
-    headers: dict[str, str],
-    card_number: str,
-    amount: int,
-    reference: str,
-    asset: str = "points",
-) -> Any:
-    return client.post(
-        "/v1/redemptions",
-        json={"card_number": card_number, "asset": asset, "amount": amount, "reference": reference},
-        headers={**headers, **idem()},
-    )
-
-
-def _purchase(
-    client: AsyncClient, headers: dict[str, str], card_number: str, amount: int, reference: str
-) -> Any:
-    return client.post(
-        "/v1/accruals",
-        json={
-            "kind": "purchase",
-            "card_number": card_number,
-            "amount": amount,
-            "currency": "EUR",
-            "reference": reference,
-        },
-        headers={**headers, **idem()},
-    )
-
-
 # 1. Many redemptions race for one balance ------------------------------------------------------
 
 
@@ -69,7 +38,7 @@ async def test_concurrent_redemptions_never_overdraw(
     number = card["card_number"]
 
     responses: list[Response] = await asyncio.gather(
-        *(_redeem(client, operator, number, 10, f"race-{i}") for i in range(50))
+        *(redeem(client, operator, number, 10, f"race-{i}") for i in range(50))
     )
 
     statuses = Counter(r.status_code for r in responses)
@@ -110,7 +79,7 @@ async def test_refusal_under_contention_reports_the_current_balance(
     number = card["card_number"]
 
     responses: list[Response] = await asyncio.gather(
-        *(_redeem(client, operator, number, 10, f"avail-{i}") for i in range(50))
+        *(redeem(client, operator, number, 10, f"avail-{i}") for i in range(50))
     )
 
     refused = [r.json() for r in responses if r.status_code == 422]
@@ -210,7 +179,7 @@ async def test_concurrent_accruals_at_one_partner_lose_nothing(
     purchases = [(cards[i % 20], tills[i % 3], 1_234 + 377 * i, f"rcpt-{i}") for i in range(60)]
 
     responses: list[Response] = await asyncio.gather(
-        *(_purchase(client, till, card, amount, ref) for card, till, amount, ref in purchases)
+        *(purchase(client, till, card, amount, ref) for card, till, amount, ref in purchases)
     )
 
     assert [r.status_code for r in responses] == [201] * 60, {
@@ -356,7 +325,7 @@ async def test_hot_partner_postings_for_different_cards_do_not_wait_for_each_oth
             )
 
         # A's request: in flight, and waiting for the holder, not for anything else.
-        for_a = asyncio.create_task(_purchase(client, till, card_a, 1_000, "for-a"))
+        for_a = asyncio.create_task(purchase(client, till, card_a, 1_000, "for-a"))
         try:
             waiting_pid = await _wait_until_blocked_by(engine, holder_pid)
             async with engine.connect() as conn:
@@ -369,7 +338,7 @@ async def test_hot_partner_postings_for_different_cards_do_not_wait_for_each_oth
             # B's request at the same partner, same till, completes meanwhile.
             try:
                 for_b = await asyncio.wait_for(
-                    _purchase(client, till, card_b, 2_000, "for-b"), timeout=10
+                    purchase(client, till, card_b, 2_000, "for-b"), timeout=10
                 )
             except TimeoutError:
                 pytest.fail(
