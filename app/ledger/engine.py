@@ -86,8 +86,6 @@ class _State:
     intent: Intent | None = None
     plan: Plan | None = None
     outcome: Outcome | None = None
-    transaction_id: uuid.UUID | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def accepted(status: int, answer: dict[str, Any], posted: bool) -> Outcome:
@@ -255,7 +253,7 @@ async def _plan(
         assert state.intent is not None
         ctx = context[index]
         try:
-            state.plan = plan_for(state.intent, state.item.request, ctx, program, None)
+            state.plan = plan_for(state.intent, state.item.request, ctx, program)
         except AppError as exc:
             state.outcome = refusal(exc)
             if ctx["card_closed_now"] and ctx["replaced_by"] is None:

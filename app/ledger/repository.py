@@ -1,114 +1,12 @@
-"""The ledger's SQL, written out. See docs/ARCHITECTURE.md for the life of a posting."""
+"""The ledger's SQL outside the group-commit hot path (app/ledger/hot_repository.py): reads,
+and the corrections and transfers that run in a request's own unit of work."""
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-# Round trip 1 of a posting (after auth and the idempotency claim): everything the rules need,
-# in one row. Every part is an index lookup; nothing is locked yet.
-_CONTEXT_SELECT = """
-    SELECT
-        c.id AS card_id,
-        c.status AS card_status,
-        (SELECT id FROM accounts WHERE card_id = c.id AND asset = 'points') AS card_points_account,
-        (SELECT id FROM accounts WHERE card_id = c.id AND asset = 'cashback')
-            AS card_cashback_account,
-        p.id AS partner_id,
-        p.earn_points, p.earn_per_amount, p.cashback_bps, p.can_earn, p.can_redeem,
-        (SELECT id FROM accounts
-            WHERE partner_id = p.id AND kind = :counter_kind AND asset = 'points')
-            AS counter_points_account,
-        (SELECT id FROM accounts
-            WHERE partner_id = p.id AND kind = :counter_kind AND asset = 'cashback')
-            AS counter_cashback_account,
-        {duplicate} AS duplicate_id
-    FROM (SELECT 1) AS one
-    LEFT JOIN cards c ON c.program_id = :program_id AND c.card_number = :card_number
-    LEFT JOIN partners p ON p.program_id = :program_id AND p.id = CAST(:partner_id AS uuid)
-"""
-
-_DUPLICATE_AT_PARTNER = """(SELECT id FROM transactions
-    WHERE partner_id = CAST(:partner_id AS uuid) AND type = :type AND reference = :reference)"""
-_DUPLICATE_AT_OPERATOR = """(SELECT id FROM transactions
-    WHERE program_id = :program_id AND partner_id IS NULL AND type = :type
-      AND reference = :reference)"""
-
-CONTEXT_AT_PARTNER = text(_CONTEXT_SELECT.format(duplicate=_DUPLICATE_AT_PARTNER))
-CONTEXT_AT_OPERATOR = text(_CONTEXT_SELECT.format(duplicate=_DUPLICATE_AT_OPERATOR))
-
-# Round trip 2: the posting itself, one statement, atomic.
-#   locked: lock the card's accounts in id order (the one lock a posting takes; system accounts
-#           are never locked or updated, so a busy partner serializes nothing). After waiting
-#           for a lock, FOR NO KEY UPDATE returns the newest committed row, so the balances this
-#           statement reports are current even when it refuses (the statement's snapshot, taken
-#           before the wait, may be older);
-#   moved:  apply each card leg only if the balance stays >= 0 (a conditional UPDATE, not a
-#           read-then-write: under READ COMMITTED the condition is re-checked on the newest
-#           row version after any concurrent posting commits);
-#   posted/legs: write the transaction and its entries only if every card leg applied.
-# The deferred trigger checks at COMMIT that the entries balance per asset.
-POST = text("""
-    WITH legs AS (
-        SELECT * FROM unnest(
-            CAST(:leg_accounts AS bigint[]),
-            CAST(:leg_assets AS text[]),
-            CAST(:leg_amounts AS bigint[])
-        ) AS l(account_id, asset, amount)
-    ),
-    locked AS (
-        SELECT id, balance FROM accounts
-        WHERE card_id = :card_id
-        ORDER BY id
-        FOR NO KEY UPDATE
-    ),
-    moved AS (
-        UPDATE accounts AS a SET balance = a.balance + legs.amount
-        FROM locked JOIN legs ON legs.account_id = locked.id
-        WHERE a.id = locked.id AND a.balance + legs.amount >= 0
-        RETURNING a.id, a.balance
-    ),
-    ok AS (
-        SELECT count(*) = cardinality(CAST(:card_accounts AS bigint[])) AS ok FROM moved
-    ),
-    posted AS (
-        INSERT INTO transactions
-            (id, program_id, type, card_id, partner_id, api_key_id, reference,
-             purchase_amount, currency, description, occurred_at)
-        SELECT :id, :program_id, :type, :card_id, CAST(:partner_id AS uuid), :api_key_id,
-               :reference, :purchase_amount, :currency, :description,
-               coalesce(CAST(:occurred_at AS timestamptz), now())
-        FROM ok WHERE ok.ok
-        RETURNING posted_at, occurred_at
-    ),
-    written AS (
-        INSERT INTO entries (transaction_id, account_id, asset, amount)
-        SELECT :id, legs.account_id, legs.asset, legs.amount
-        FROM legs, ok WHERE ok.ok
-        RETURNING 1
-    )
-    SELECT a.asset,
-           coalesce(m.balance, l.balance) AS balance,
-           (SELECT count(*) FROM moved) AS moved_count,
-           (SELECT posted_at FROM posted) AS posted_at,
-           (SELECT occurred_at FROM posted) AS occurred_at,
-           (SELECT count(*) FROM written) AS entry_count
-    FROM locked l
-    JOIN accounts a ON a.id = l.id
-    LEFT JOIN moved m ON m.id = l.id
-""")
-
-BALANCE = text("""
-    SELECT c.card_number, c.status,
-           max(a.balance) FILTER (WHERE a.asset = 'points') AS points,
-           max(a.balance) FILTER (WHERE a.asset = 'cashback') AS cashback
-    FROM cards c JOIN accounts a ON a.card_id = c.id
-    WHERE c.program_id = :program_id AND c.card_number = :card_number
-    GROUP BY c.id
-""")
 
 CARD_ID = text("""
     SELECT id FROM cards WHERE program_id = :program_id AND card_number = :card_number
@@ -148,73 +46,6 @@ TRANSACTION_ENTRIES = text("""
     WHERE e.transaction_id = :id
     ORDER BY e.id
 """)
-
-
-@dataclass(frozen=True)
-class PostingRow:
-    """What the posting statement says happened."""
-
-    applied: bool
-    moved_count: int
-    posted_at: datetime | None
-    occurred_at: datetime | None
-    balances: dict[str, int]
-
-
-async def load_context(
-    conn: AsyncConnection,
-    *,
-    program_id: int,
-    card_number: str,
-    partner_id: uuid.UUID | None,
-    counter_kind: str,
-    type: str,
-    reference: str | None,
-) -> Row[tuple[object, ...]]:
-    statement = CONTEXT_AT_PARTNER if partner_id is not None else CONTEXT_AT_OPERATOR
-    params = {
-        "program_id": program_id,
-        "card_number": card_number,
-        "partner_id": partner_id,
-        "counter_kind": counter_kind,
-        "type": type,
-        "reference": reference,
-    }
-    return (await conn.execute(statement, params)).one()
-
-
-async def post(
-    conn: AsyncConnection,
-    *,
-    transaction: dict[str, object],
-    card_id: int,
-    card_accounts: list[int],
-    legs: list[tuple[int, str, int]],
-) -> PostingRow:
-    params = {
-        **transaction,
-        "card_id": card_id,
-        "card_accounts": card_accounts,
-        "leg_accounts": [leg[0] for leg in legs],
-        "leg_assets": [leg[1] for leg in legs],
-        "leg_amounts": [leg[2] for leg in legs],
-    }
-    rows = (await conn.execute(POST, params)).all()
-    first = rows[0]
-    return PostingRow(
-        applied=first.posted_at is not None,
-        moved_count=int(first.moved_count),
-        posted_at=first.posted_at,
-        occurred_at=first.occurred_at,
-        balances={r.asset: int(r.balance) for r in rows},
-    )
-
-
-async def balance(
-    conn: AsyncConnection, program_id: int, card_number: str
-) -> Row[tuple[object, ...]] | None:
-    params = {"program_id": program_id, "card_number": card_number}
-    return (await conn.execute(BALANCE, params)).first()
 
 
 async def card_id(conn: AsyncConnection, program_id: int, card_number: str) -> int | None:

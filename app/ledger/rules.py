@@ -3,7 +3,7 @@ request is refused. No I/O here; app/ledger/engine.py loads what the rules need 
 what they decide, for one request or a thousand at a time."""
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,7 +63,6 @@ class Plan:
     legs: list[Leg]
     earned: dict[str, int] | None = None
     """{"points": ..., "cashback": ...}"""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def card_closed(replaced_by: str | None) -> CardClosed:
@@ -154,10 +153,9 @@ def plan_for(
     request: PostingRequest,
     ctx: dict[str, Any],
     program: ProgramContext,
-    earlier_reference: uuid.UUID | None,
 ) -> Plan:
-    """Checks against what the database holds. `ctx` is a row of the context query;
-    `earlier_reference` is a posting of the same reference earlier in the same group."""
+    """Checks against what the database holds. `ctx` is a row of the context query. (A
+    reference posted earlier in the same group is the engine's check: it knows the order.)"""
     if ctx["card_id"] is None:
         raise CardNotFound()
     if ctx["card_status"] == CardStatus.CLOSED or ctx["card_closed_now"]:
@@ -168,10 +166,10 @@ def plan_for(
         raise CardBlocked()
     if intent.partner_id is not None and ctx["partner_id"] is None:
         raise PartnerNotFound()
-    duplicate = ctx["duplicate_id"] or earlier_reference
-    if intent.reference is not None and duplicate is not None:
+    if intent.reference is not None and ctx["duplicate_id"] is not None:
         raise DuplicateReference(
-            f"Reference {intent.reference!r} was already posted.", transaction_id=str(duplicate)
+            f"Reference {intent.reference!r} was already posted.",
+            transaction_id=str(ctx["duplicate_id"]),
         )
     card_accounts = {
         Asset.POINTS.value: ctx["card_points_account"],

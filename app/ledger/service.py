@@ -75,19 +75,6 @@ def json_response(answer: BaseModel) -> Response:
     return Response(dumps(answer.model_dump(mode="json")), media_type="application/json")
 
 
-async def balance(conn: AsyncConnection, program: ProgramContext, card_number: str) -> BalanceRead:
-    row = await repository.balance(conn, program.id, card_number)
-    if row is None:
-        raise CardNotFound()
-    return BalanceRead(
-        card_number=row.card_number,
-        status=row.status,
-        points=row.points,
-        cashback=row.cashback,
-        currency=program.currency,
-    )
-
-
 def encode_cursor(posted_at: datetime, transaction_id: uuid.UUID) -> str:
     raw = f"{posted_at.isoformat()}|{transaction_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
