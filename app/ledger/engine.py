@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from app.auth.deps import Principal
+from app.cards.errors import CardClosed
 from app.core.config import Settings
 from app.core.errors import AmountOutOfRange, AppError, Unauthorized
 from app.core.ids import uuid7
@@ -248,22 +249,20 @@ async def _plan(
             )
         )
     context, balances, now = await repository.context_and_lock(conn, program.id, rows)
-    closed_meanwhile: list[tuple[_State, int]] = []
+    closed: list[tuple[_State, int]] = []
     for index, state in enumerate(states):
         assert state.intent is not None
         ctx = context[index]
         try:
             state.plan = plan_for(state.intent, state.item.request, ctx, program)
+        except CardClosed:
+            closed.append((state, ctx["card_id"]))
         except AppError as exc:
             state.outcome = refusal(exc)
-            if ctx["card_closed_now"] and ctx["replaced_by"] is None:
-                closed_meanwhile.append((state, ctx["card_id"]))
-    if closed_meanwhile:
-        # Closed while we waited for the lock: name the replacement, read afresh (rare).
-        found = await repository.successors(conn, [card_id for _, card_id in closed_meanwhile])
-        for state, card_id in closed_meanwhile:
-            if card_id in found:
-                state.outcome = refusal(card_closed(found[card_id]))
+    if closed:
+        found = await repository.successors(conn, [card_id for _, card_id in closed])
+        for state, card_id in closed:
+            state.outcome = refusal(card_closed(found.get(card_id)))
     return balances, now
 
 

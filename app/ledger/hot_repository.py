@@ -49,7 +49,6 @@ CONTEXT_AND_LOCK = """
     )
     SELECT r.idx,
            c.id AS card_id, c.status AS card_status,
-           (SELECT r.card_number FROM cards r WHERE r.id = c.replaced_by_card_id) AS replaced_by,
            cp.id AS card_points_account, cc.id AS card_cashback_account,
            lp.balance AS card_points, lc.balance AS card_cashback,
            (lp.closed_at IS NOT NULL OR lc.closed_at IS NOT NULL) AS card_closed_now,
@@ -159,8 +158,9 @@ async def answers(
     return {(r["api_key_id"], r["key"]): r for r in rows}
 
 
-# A new statement, so a new snapshot: the replacement of a card that was closed while a
-# posting waited for its lock (the context statement's snapshot predates the new card).
+# The replacement cards of closed cards, to name them in the refusal (rare: only postings to a
+# closed card). A statement of its own, so a new snapshot: it also sees a replacement committed
+# while the posting waited for the card's lock, which the context statement's snapshot predates.
 SUCCESSORS = """
     SELECT c.id, r.card_number FROM cards c JOIN cards r ON r.id = c.replaced_by_card_id
     WHERE c.id = ANY($1::bigint[])

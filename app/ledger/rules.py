@@ -160,8 +160,9 @@ def plan_for(
         raise CardNotFound()
     if ctx["card_status"] == CardStatus.CLOSED or ctx["card_closed_now"]:
         # card_closed_now is read under the card's lock: a replacement that committed while
-        # this posting waited for the lock is seen here, even if card_status is older.
-        raise card_closed(ctx["replaced_by"])
+        # this posting waited for the lock is seen here, even if card_status is older. The
+        # engine names the replacement card in the refusal.
+        raise CardClosed()
     if ctx["card_status"] == CardStatus.BLOCKED:
         raise CardBlocked()
     if intent.partner_id is not None and ctx["partner_id"] is None:
