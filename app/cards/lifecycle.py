@@ -11,7 +11,6 @@ before the close committed.
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.deps import Principal
@@ -35,11 +34,11 @@ from app.cards.schemas import (
 )
 from app.core.config import Settings
 from app.core.ids import uuid7
-from app.db.errors import violated_constraint
+from app.ledger import corrections
 from app.ledger import repository as ledger
 from app.ledger.errors import DuplicateReference, InsufficientBalance
 from app.ledger.schemas import CardBalances, TransferCreate, TransferRead
-from app.models.enums import Asset, CardKind, CardStatus
+from app.models.enums import Asset, CardKind, CardStatus, TransactionType
 from app.programs.service import ProgramContext
 
 
@@ -94,39 +93,29 @@ async def _move(
     if not legs:
         return None
     transaction_id = uuid7()
-    account_ids, new_balances = [], []
-    leg_accounts, leg_assets, leg_amounts = [], [], []
+    balances: dict[int, int] = {}
+    posting_legs: list[tuple[int, str, int]] = []
     for asset, amount in legs:
         source.balances[asset] -= amount
         target.balances[asset] += amount
         for card, signed in ((source, -amount), (target, amount)):
-            account_ids.append(card.accounts[asset])
-            new_balances.append(card.balances[asset])
-            leg_accounts.append(card.accounts[asset])
-            leg_assets.append(asset)
-            leg_amounts.append(signed)
-    params = {
-        "id": transaction_id,
-        "program_id": program.id,
-        "from_card_id": source.id,
-        "to_card_id": target.id,
-        "api_key_id": principal.api_key_id,
-        "reference": reference,
-        "description": description,
-        "account_ids": account_ids,
-        "new_balances": new_balances,
-        "leg_accounts": leg_accounts,
-        "leg_assets": leg_assets,
-        "leg_amounts": leg_amounts,
-    }
-    try:
-        await ledger.transfer(conn, params)
-    except IntegrityError as exc:
-        if violated_constraint(exc) != "uq_transactions_operator_reference":
-            raise
-        err = DuplicateReference(f"Reference {reference!r} was already posted.")
-        err.replayable = False  # the database transaction is aborted: nothing can be stored
-        raise err from exc
+            balances[card.accounts[asset]] = card.balances[asset]
+            posting_legs.append((card.accounts[asset], asset, signed))
+    await corrections.write(
+        conn,
+        {
+            "id": transaction_id,
+            "program_id": program.id,
+            "type": TransactionType.TRANSFER.value,
+            "card_id": source.id,
+            "counterparty_card_id": target.id,
+            "api_key_id": principal.api_key_id,
+            "reference": reference,
+            "description": description,
+        },
+        balances,
+        posting_legs,
+    )
     return transaction_id
 
 

@@ -85,37 +85,6 @@ async def transaction_entries(
     return list(await conn.execute(TRANSACTION_ENTRIES, {"id": transaction_id}))
 
 
-# A transfer between two cards whose accounts the caller has locked: the new balances, the
-# transaction and its entries, in one statement.
-TRANSFER = text("""
-    WITH balances AS (
-        UPDATE accounts a SET balance = v.balance
-        FROM unnest(CAST(:account_ids AS bigint[]), CAST(:new_balances AS bigint[]))
-             AS v(id, balance)
-        WHERE a.id = v.id
-    ),
-    posted AS (
-        INSERT INTO transactions (id, program_id, type, card_id, counterparty_card_id,
-                                  api_key_id, reference, description, occurred_at)
-        VALUES (:id, :program_id, 'transfer', :from_card_id, :to_card_id, :api_key_id,
-                :reference, :description, now())
-        RETURNING posted_at
-    ),
-    legs AS (
-        INSERT INTO entries (transaction_id, account_id, asset, amount)
-        SELECT :id, * FROM unnest(CAST(:leg_accounts AS bigint[]), CAST(:leg_assets AS text[]),
-                                  CAST(:leg_amounts AS bigint[]))
-    )
-    SELECT posted_at FROM posted
-""")
-
-
-async def transfer(conn: AsyncConnection, params: dict[str, object]) -> datetime:
-    row = (await conn.execute(TRANSFER, params)).one()
-    posted_at: datetime = row.posted_at
-    return posted_at
-
-
 OPERATOR_REFERENCE_EXISTS = text("""
     SELECT 1 FROM transactions
     WHERE program_id = :program_id AND partner_id IS NULL AND type = :type
@@ -130,10 +99,10 @@ async def operator_reference_exists(
     return (await conn.execute(OPERATOR_REFERENCE_EXISTS, params)).first() is not None
 
 
-# The transaction to reverse, its card's accounts locked in id order (as every posting locks
-# them), and any reversal already committed (read after the lock, so a concurrent one that
-# committed while we waited is seen).
-REVERSAL_TARGET = text("""
+# The transaction a reversal or refund corrects; its card's accounts locked in id order (as
+# every posting locks them); and any reversal already committed (read after the lock, so one
+# that committed while we waited is seen).
+CORRECTION_TARGET = text("""
     SELECT t.id, t.type, t.card_id, t.partner_id, c.card_number, c.status
     FROM transactions t JOIN cards c ON c.id = t.card_id
     WHERE t.id = :id AND t.program_id = :program_id
@@ -152,34 +121,12 @@ ORIGINAL_ENTRIES = text("""
     SELECT account_id, asset, amount FROM entries WHERE transaction_id = :id ORDER BY id
 """)
 
-# The reversal: the original's entries negated, the card's new balances, in one statement.
-REVERSE = text("""
-    WITH balances AS (
-        UPDATE accounts a SET balance = v.balance
-        FROM unnest(CAST(:account_ids AS bigint[]), CAST(:new_balances AS bigint[]))
-             AS v(id, balance)
-        WHERE a.id = v.id
-    ),
-    posted AS (
-        INSERT INTO transactions (id, program_id, type, card_id, partner_id, api_key_id,
-                                  description, corrects_id, occurred_at)
-        VALUES (:id, :program_id, 'reversal', :card_id, :partner_id, :api_key_id,
-                :description, :corrects_id, now())
-        RETURNING posted_at
-    ),
-    legs AS (
-        INSERT INTO entries (transaction_id, account_id, asset, amount)
-        SELECT :id, account_id, asset, -amount FROM entries WHERE transaction_id = :corrects_id
-    )
-    SELECT posted_at FROM posted
-""")
 
-
-async def reversal_target(
+async def correction_target(
     conn: AsyncConnection, program_id: int, transaction_id: uuid.UUID
 ) -> Row[tuple[object, ...]] | None:
     params = {"id": transaction_id, "program_id": program_id}
-    return (await conn.execute(REVERSAL_TARGET, params)).first()
+    return (await conn.execute(CORRECTION_TARGET, params)).first()
 
 
 async def lock_card_accounts(conn: AsyncConnection, card_id: int) -> list[Row[tuple[object, ...]]]:
@@ -197,11 +144,6 @@ async def original_entries(
     return list(await conn.execute(ORIGINAL_ENTRIES, {"id": transaction_id}))
 
 
-async def reverse(conn: AsyncConnection, params: dict[str, object]) -> datetime:
-    posted_at: datetime = (await conn.execute(REVERSE, params)).one().posted_at
-    return posted_at
-
-
 # What was already given back for a redemption: its refunds, or all of it if it was reversed.
 RETURNED = text("""
     SELECT coalesce(sum(e.amount) FILTER (WHERE t.type = 'refund'), 0) AS refunded,
@@ -210,26 +152,6 @@ RETURNED = text("""
     JOIN entries e
       ON e.transaction_id = t.id AND e.account_id = ANY(CAST(:card_accounts AS bigint[]))
     WHERE t.corrects_id = :id
-""")
-
-# A correction posting between a card account and a counter account, both known: the card's
-# new balance, the transaction, and its two entries.
-CORRECT = text("""
-    WITH balance AS (
-        UPDATE accounts SET balance = :new_balance WHERE id = :card_account
-    ),
-    posted AS (
-        INSERT INTO transactions (id, program_id, type, card_id, partner_id, api_key_id,
-                                  reference, description, corrects_id, occurred_at)
-        VALUES (:id, :program_id, :type, :card_id, :partner_id, :api_key_id, :reference,
-                :description, :corrects_id, now())
-        RETURNING posted_at
-    ),
-    legs AS (
-        INSERT INTO entries (transaction_id, account_id, asset, amount)
-        VALUES (:id, :card_account, :asset, :amount), (:id, :counter_account, :asset, -:amount)
-    )
-    SELECT posted_at FROM posted
 """)
 
 
@@ -241,6 +163,50 @@ async def returned(
     return int(row.refunded), bool(row.reversed)
 
 
-async def correct(conn: AsyncConnection, params: dict[str, object]) -> datetime:
-    posted_at: datetime = (await conn.execute(CORRECT, params)).one().posted_at
+# A posting written outside the group-commit engine (transfers, reversals, refunds), its
+# accounts locked by the caller: the new card balances, the transaction, its entries.
+WRITE_POSTING = text("""
+    WITH balances AS (
+        UPDATE accounts a SET balance = v.balance
+        FROM unnest(CAST(:account_ids AS bigint[]), CAST(:new_balances AS bigint[]))
+             AS v(id, balance)
+        WHERE a.id = v.id
+    ),
+    posted AS (
+        INSERT INTO transactions (id, program_id, type, card_id, counterparty_card_id,
+                                  partner_id, api_key_id, reference, description, corrects_id,
+                                  occurred_at)
+        VALUES (:id, :program_id, :type, :card_id, :counterparty_card_id, :partner_id,
+                :api_key_id, :reference, :description, :corrects_id, now())
+        RETURNING posted_at
+    ),
+    legs AS (
+        INSERT INTO entries (transaction_id, account_id, asset, amount)
+        SELECT :id, * FROM unnest(CAST(:leg_accounts AS bigint[]), CAST(:leg_assets AS text[]),
+                                  CAST(:leg_amounts AS bigint[]))
+    )
+    SELECT posted_at FROM posted
+""")
+
+
+async def write_posting(
+    conn: AsyncConnection,
+    transaction: dict[str, object],
+    balances: dict[int, int],
+    legs: list[tuple[int, str, int]],
+) -> datetime:
+    params = {
+        "counterparty_card_id": None,
+        "partner_id": None,
+        "reference": None,
+        "description": None,
+        "corrects_id": None,
+        **transaction,
+        "account_ids": list(balances),
+        "new_balances": list(balances.values()),
+        "leg_accounts": [leg[0] for leg in legs],
+        "leg_assets": [leg[1] for leg in legs],
+        "leg_amounts": [leg[2] for leg in legs],
+    }
+    posted_at: datetime = (await conn.execute(WRITE_POSTING, params)).one().posted_at
     return posted_at

@@ -1,9 +1,6 @@
 """Reversals: a till cancels a posting it made (wrong card, wrong amount). The reversal is a new
 transaction whose entries are the original's negated, referencing it by `corrects_id`; a
 transaction is reversed at most once (a unique index, and a check made under the card's lock).
-
-Runs in the request's unit of work, not the group-commit engine: reversals are rare, and this
-keeps the engine's hot path free of them.
 """
 
 import uuid
@@ -11,18 +8,16 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.deps import Principal
-from app.cards.errors import CardClosed
 from app.core.ids import uuid7
-from app.ledger import repository
+from app.ledger import corrections, repository
 from app.ledger.errors import (
     AlreadyRefunded,
     AlreadyReversed,
     InsufficientBalance,
     NotReversible,
-    TransactionNotFound,
 )
 from app.ledger.schemas import CardBalances, ReversalCreate, ReversalRead
-from app.models.enums import CardStatus, TransactionType
+from app.models.enums import TransactionType
 from app.programs.service import ProgramContext
 
 _REVERSIBLE = {TransactionType.ACCRUAL, TransactionType.AWARD, TransactionType.REDEMPTION}
@@ -35,31 +30,26 @@ async def reverse(
     transaction_id: uuid.UUID,
     req: ReversalCreate,
 ) -> tuple[int, ReversalRead]:
-    original = await repository.reversal_target(conn, program.id, transaction_id)
-    # A partner reverses only its own postings; to it, others' do not exist.
-    if original is None or (
-        not principal.is_operator and original.partner_id != principal.partner_id
-    ):
-        raise TransactionNotFound()
+    original = await corrections.original(conn, program, principal, transaction_id)
     if original.type not in _REVERSIBLE:
         raise NotReversible(f"A {original.type} cannot be reversed.")
-
-    accounts = await repository.lock_card_accounts(conn, original.card_id)
-    if original.status == CardStatus.CLOSED or any(a.closed_at for a in accounts):
-        raise CardClosed(f"Card {original.card_number} is closed.")
+    accounts = await corrections.lock_open_card(
+        conn, original.card_id, original.card_number, original.status
+    )
     earlier = await repository.existing_reversal(conn, transaction_id)
     if earlier is not None:
         raise AlreadyReversed(transaction_id=str(earlier))
     if original.type == TransactionType.REDEMPTION:
-        card_accounts = [a.id for a in accounts]
-        refunded, _ = await repository.returned(conn, transaction_id, card_accounts)
+        refunded, _ = await repository.returned(conn, transaction_id, [a.id for a in accounts])
         if refunded:
             raise AlreadyRefunded(refunded=refunded)
 
     balances = {a.id: a.balance for a in accounts}
     asset_of = {a.id: a.asset for a in accounts}
     change = {"points": 0, "cashback": 0}
+    legs = []
     for entry in await repository.original_entries(conn, transaction_id):
+        legs.append((entry.account_id, entry.asset, -entry.amount))
         if entry.account_id in balances:
             balances[entry.account_id] -= entry.amount
             change[entry.asset] -= entry.amount
@@ -76,19 +66,20 @@ async def reverse(
         )
 
     reversal_id = uuid7()
-    posted_at = await repository.reverse(
+    posted_at = await corrections.write(
         conn,
         {
             "id": reversal_id,
             "program_id": program.id,
+            "type": TransactionType.REVERSAL.value,
             "card_id": original.card_id,
             "partner_id": original.partner_id,
             "api_key_id": principal.api_key_id,
             "description": req.reason,
             "corrects_id": transaction_id,
-            "account_ids": list(balances),
-            "new_balances": list(balances.values()),
         },
+        balances,
+        legs,
     )
     by_asset = {asset_of[account]: balance for account, balance in balances.items()}
     return 201, ReversalRead(

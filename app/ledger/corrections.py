@@ -1,0 +1,58 @@
+"""What transfers, reversals and refunds share. They run in the request's unit of work, not the
+group-commit engine (they are rare, and keeping them out keeps the hot path simple): load what
+they correct, lock the card's accounts in the order every posting uses, and write one posting.
+"""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.auth.deps import Principal
+from app.cards.errors import CardClosed
+from app.db.errors import violated_constraint
+from app.ledger import repository
+from app.ledger.errors import DuplicateReference, TransactionNotFound
+from app.models.enums import CardStatus
+from app.programs.service import ProgramContext
+
+_REFERENCE_INDEXES = {"uq_transactions_partner_reference", "uq_transactions_operator_reference"}
+
+
+async def original(
+    conn: AsyncConnection, program: ProgramContext, principal: Principal, transaction_id: uuid.UUID
+) -> Row[tuple[object, ...]]:
+    """The transaction to correct. To a partner key, another partner's does not exist."""
+    row = await repository.correction_target(conn, program.id, transaction_id)
+    if row is None or (not principal.is_operator and row.partner_id != principal.partner_id):
+        raise TransactionNotFound()
+    return row
+
+
+async def lock_open_card(
+    conn: AsyncConnection, card_id: int, card_number: str, status: str
+) -> list[Row[tuple[object, ...]]]:
+    """The card's accounts, locked; refused if the card is closed (read from the locked
+    accounts too, which are current even if `status` was read before a close committed)."""
+    accounts = await repository.lock_card_accounts(conn, card_id)
+    if status == CardStatus.CLOSED or any(a.closed_at for a in accounts):
+        raise CardClosed(f"Card {card_number} is closed.")
+    return accounts
+
+
+async def write(
+    conn: AsyncConnection,
+    transaction: dict[str, object],
+    balances: dict[int, int],
+    legs: list[tuple[int, str, int]],
+) -> datetime:
+    try:
+        return await repository.write_posting(conn, transaction, balances, legs)
+    except IntegrityError as exc:
+        if violated_constraint(exc) not in _REFERENCE_INDEXES:
+            raise
+        err = DuplicateReference(f"Reference {transaction.get('reference')!r} was already posted.")
+        err.replayable = False  # the database transaction is aborted: nothing can be stored
+        raise err from exc
