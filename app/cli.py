@@ -1,4 +1,4 @@
-"""`loyalty-ledger`: serve, migrate, and manage API keys."""
+"""`loyalty-ledger`: serve, migrate, audit, sweep expired holds, and manage API keys."""
 
 import asyncio
 import os
@@ -132,6 +132,29 @@ def audit() -> None:
     typer.echo(report.model_dump_json(indent=2))
     if not report.ok:
         raise typer.Exit(1)
+
+
+@cli.command("sweep-holds")
+def sweep_holds() -> None:
+    """Release every hold whose time to live ran out, visibly, in its card's history. Safe to
+    run from a scheduler while the service runs (which also sweeps, see HOLD_SWEEP_SECONDS)."""
+    from app.db.engine import create_engine
+    from app.holds.expiry import sweep
+    from app.programs.service import ensure_program
+
+    settings = get_settings()
+    url = _database_url(settings)
+
+    async def work() -> int:
+        engine = create_engine(url, settings)
+        try:
+            async with engine.begin() as conn:
+                program = await ensure_program(conn, settings)
+            return await sweep(engine, program)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"released {asyncio.run(work())} expired holds")
 
 
 @cli.command()

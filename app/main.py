@@ -1,5 +1,8 @@
-"""The ASGI application: routers, error handlers, and the pool's lifetime."""
+"""The ASGI application: routers, error handlers, and the lifetime of the pool and of the
+background work (group commit, the hold sweep)."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +19,8 @@ from app.core.schemas import Problem
 from app.db.engine import create_engine
 from app.db.migrate import head_revision
 from app.health.router import router as health_router
+from app.holds.expiry import sweep_forever
+from app.holds.router import router as holds_router
 from app.ledger.batcher import PostingBatcher
 from app.ledger.hot_http import HotRoutes
 from app.ledger.router import router as ledger_router
@@ -44,9 +49,18 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             executors=settings.posting_executors,
             max_group=settings.posting_max_group,
         )
+        sweeper = None
+        if settings.hold_sweep_seconds > 0:
+            sweeper = asyncio.create_task(
+                sweep_forever(engine, app.state.program, settings.hold_sweep_seconds)
+            )
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             await app.state.batcher.close()
             await engine.dispose()
 
@@ -80,6 +94,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         partners_router,
         cards_router,
         ledger_router,
+        holds_router,
         batches_router,
         audit_router,
     )

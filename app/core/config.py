@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     posting_executors: int = 2
     posting_max_group: int = 64
 
+    # Every process releases holds whose time to live ran out this often (0: never; then run
+    # `loyalty-ledger sweep-holds` from a scheduler). Lapsed holds stop counting at once anyway.
+    hold_sweep_seconds: float = Field(default=60.0, ge=0)
+
     db_pool_size: int = 20
     db_max_overflow: int = 10
 

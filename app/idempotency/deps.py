@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import Header
+from fastapi import Depends, Header
 from pydantic import StringConstraints
 
 from app.idempotency.errors import IdempotencyKeyRequired
@@ -30,3 +30,7 @@ async def require_idempotency_key(key: Annotated[str | None, _KEY_HEADER] = None
 
 async def optional_idempotency_key(key: Annotated[str | None, _KEY_HEADER] = None) -> str | None:
     return key
+
+
+IdempotencyKey = Annotated[str, Depends(require_idempotency_key)]
+"""A value-moving route's Idempotency-Key: required."""

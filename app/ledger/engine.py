@@ -6,7 +6,8 @@ The order of work for a group:
   1. auth: resolve every API key (one statement);
   2. claim every Idempotency-Key (one statement); fetch the stored answers of keys already used;
   3. load the context of every posting (one statement) and apply the rules (rules.py);
-  4. lock the card accounts involved, in id order (one statement);
+  4. lock the card accounts involved, in id order (one statement); release the lapsed holds
+     of those cards that have holds (two more, only then);
   5. in request order, check each posting against its card's balance as left by the postings
      before it, and compute the new balances;
   6. write balances, transactions, entries and answers (one statement).
@@ -27,6 +28,7 @@ from app.core.config import Settings
 from app.core.errors import AmountOutOfRange, AppError, Unauthorized
 from app.core.ids import uuid7
 from app.core.jsonio import dumps
+from app.holds.expiry import release_lapsed
 from app.idempotency.errors import IdempotencyKeyReused
 from app.ledger import hot_repository as repository
 from app.ledger.errors import DuplicateReference, InsufficientBalance
@@ -249,6 +251,12 @@ async def _plan(
             )
         )
     context, balances, now = await repository.context_and_lock(conn, program.id, rows)
+    with_holds = {ctx["card_id"] for ctx in context.values() if ctx["card_has_holds"]}
+    if with_holds:
+        # A lapsed hold no longer counts: release it before the card's postings are checked.
+        _, gained = await release_lapsed(conn, program, sorted(with_holds))
+        for account, amount in gained.items():
+            balances[account] += amount
     closed: list[tuple[_State, int]] = []
     for index, state in enumerate(states):
         assert state.intent is not None
@@ -297,7 +305,8 @@ def _apply(
             continue
         card_legs = plan.legs[::2]
         new = {account: balances[account] + amount for account, _, amount in card_legs}
-        short = [(account, asset) for account, asset, _ in card_legs if new[account] < 0]
+        # Only a debit can be short: a card in clawback debt still earns (paying the debt off).
+        short = [(a, asset) for a, asset, amount in card_legs if amount < 0 and new[a] < 0]
         if short:
             account, asset = short[0]
             request = plan.request

@@ -40,9 +40,11 @@ ANSWERS = """
 # posting takes: the accounts of the cards involved, in id order (so two groups never wait on
 # each other in a cycle). System accounts are never locked. FOR NO KEY UPDATE returns the
 # newest committed balances after any wait; `locked_count` makes sure every lock is taken.
+# `card_has_holds` (from the locked rows, so current) says whether the card's holds need a look:
+# lapsed ones are released before the card's postings are checked (app/holds/expiry.py).
 CONTEXT_AND_LOCK = """
     WITH locked AS (
-        SELECT a.id, a.balance, a.closed_at FROM accounts a JOIN cards c ON c.id = a.card_id
+        SELECT a.id, a.balance, a.held, a.closed_at FROM accounts a JOIN cards c ON c.id = a.card_id
         WHERE c.program_id = $7 AND c.card_number = ANY($2::text[])
         ORDER BY a.id
         FOR NO KEY UPDATE OF a
@@ -52,6 +54,7 @@ CONTEXT_AND_LOCK = """
            cp.id AS card_points_account, cc.id AS card_cashback_account,
            lp.balance AS card_points, lc.balance AS card_cashback,
            (lp.closed_at IS NOT NULL OR lc.closed_at IS NOT NULL) AS card_closed_now,
+           (lp.held > 0 OR lc.held > 0) AS card_has_holds,
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
            p.can_earn, p.can_redeem,
            pp.id AS counter_points_account, pc.id AS counter_cashback_account,
@@ -116,19 +119,35 @@ WRITE = """
 """
 
 
-# A till's balance check in one statement: the key, the card and its balances.
+# A till's balance check in one statement: the key, the card, its balances and holds. Holds
+# whose time ran out are added back to what is available even before anything released them
+# (looked up only for an account that has something on hold).
 BALANCE_FOR_KEY = """
     SELECT c.card_number, c.status,
-           (SELECT balance FROM accounts WHERE card_id = c.id AND asset = 'points') AS points,
-           (SELECT balance FROM accounts WHERE card_id = c.id AND asset = 'cashback')
-               AS cashback
+           p.balance AS points, p.held AS points_held,
+           CASE WHEN p.held > 0 THEN (
+               SELECT coalesce(sum(h.amount), 0) FROM holds h
+               WHERE h.card_id = c.id AND h.asset = 'points' AND h.status = 'open'
+                 AND h.expires_at <= now()
+           ) ELSE 0 END AS points_lapsed,
+           m.balance AS cashback, m.held AS cashback_held,
+           CASE WHEN m.held > 0 THEN (
+               SELECT coalesce(sum(h.amount), 0) FROM holds h
+               WHERE h.card_id = c.id AND h.asset = 'cashback' AND h.status = 'open'
+                 AND h.expires_at <= now()
+           ) ELSE 0 END AS cashback_lapsed
     FROM api_keys k
     LEFT JOIN cards c ON c.program_id = $2 AND c.card_number = $3
+    LEFT JOIN LATERAL (
+        SELECT balance, held FROM accounts WHERE card_id = c.id AND asset = 'points' LIMIT 1
+    ) p ON true
+    LEFT JOIN LATERAL (
+        SELECT balance, held FROM accounts WHERE card_id = c.id AND asset = 'cashback' LIMIT 1
+    ) m ON true
     WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.program_id = $2
 """
-# (Scalar subqueries, not a join and GROUP BY: each is an index probe whatever the planner
-# estimates; as a prepared statement's generic plan the join could turn into a hash of all
-# accounts once the table grew.)
+# (LIMIT 1 keeps each lateral a per-card index probe: as a prepared statement's generic plan,
+# a plain join could turn into a hash of all accounts once the table grew.)
 
 
 async def balance_for_key(

@@ -19,8 +19,9 @@ CARD_HISTORY = text("""
            coalesce(sum(e.amount) FILTER (WHERE e.asset = 'points'), 0) AS points,
            coalesce(sum(e.amount) FILTER (WHERE e.asset = 'cashback'), 0) AS cashback
     FROM transactions t
-    JOIN entries e ON e.transaction_id = t.id
-    JOIN accounts a ON a.id = e.account_id AND a.card_id = :card_id
+    -- LEFT: a hold's capture moves value from the held account, not the card's (it shows as 0)
+    LEFT JOIN (entries e JOIN accounts a ON a.id = e.account_id AND a.card_id = :card_id)
+           ON e.transaction_id = t.id
     WHERE (t.card_id = :card_id OR t.counterparty_card_id = :card_id)
       AND (CAST(:partner_id AS uuid) IS NULL OR t.partner_id = CAST(:partner_id AS uuid))
       AND (CAST(:before_posted_at AS timestamptz) IS NULL

@@ -101,10 +101,24 @@ class RedemptionRead(ResponseModel):
 
 
 class BalanceRead(ResponseModel):
+    """What a card can spend now, what its open holds reserve, and any clawback debt."""
+
     card_number: str
     status: str
-    points: int
-    cashback: int = Field(description="Minor units of `currency`.")
+    points: int = Field(
+        description="Available to spend: outside open holds. Negative while the card owes a "
+        "clawback (see `debt`)."
+    )
+    cashback: int = Field(description="Available, in minor units of `currency`; as `points`.")
+    held: AssetAmounts = Field(
+        description="Reserved by open holds that have not run out (a lapsed hold counts as "
+        "available at once, before it is released)."
+    )
+    total: AssetAmounts = Field(description="Available plus held.")
+    debt: AssetAmounts = Field(
+        description="Clawback debt: what returned purchases took back after it was spent. "
+        "Nothing can be spent until later earnings pay it off."
+    )
     currency: str
 
 

@@ -24,6 +24,7 @@ from app.ledger.errors import (
 )
 from app.ledger.rules import PostingRequest
 from app.ledger.schemas import (
+    AssetAmounts,
     BalanceRead,
     CardTransactionPage,
     CardTransactionRead,
@@ -62,11 +63,17 @@ async def balance_for_key(
         raise Unauthorized("The API key is unknown or revoked.")
     if row["card_number"] is None:
         raise CardNotFound()
+    available, held = {}, {}
+    for asset in ("points", "cashback"):
+        available[asset] = row[asset] + row[f"{asset}_lapsed"]
+        held[asset] = row[f"{asset}_held"] - row[f"{asset}_lapsed"]
     return BalanceRead(
         card_number=row["card_number"],
         status=row["status"],
-        points=row["points"],
-        cashback=row["cashback"],
+        **available,
+        held=AssetAmounts(**held),
+        total=AssetAmounts(**{a: available[a] + held[a] for a in available}),
+        debt=AssetAmounts(**{a: max(0, -available[a]) for a in available}),
         currency=program.currency,
     )
 

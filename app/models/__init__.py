@@ -4,9 +4,11 @@ from app.models.account import Account
 from app.models.api_key import ApiKey
 from app.models.base import Base
 from app.models.card import Card
+from app.models.hold import Hold
 from app.models.idempotency import IdempotencyRecord
 from app.models.partner import Partner
 from app.models.program import Program
+from app.models.purchase_return import PurchaseReturn
 from app.models.transaction import Entry, Transaction
 
 __all__ = [
@@ -15,8 +17,10 @@ __all__ = [
     "Base",
     "Card",
     "Entry",
+    "Hold",
     "IdempotencyRecord",
     "Partner",
     "Program",
+    "PurchaseReturn",
     "Transaction",
 ]

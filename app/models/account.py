@@ -35,8 +35,10 @@ class Account(Base):
             "(kind LIKE 'partner_%') = (partner_id IS NOT NULL)", name="partner_id_iff_partner"
         ),
         CheckConstraint("(kind = 'card') = (balance IS NOT NULL)", name="balance_iff_card"),
-        # A card never holds less than nothing. (Clawback debt, when it comes, is its own rule.)
-        CheckConstraint("balance >= 0", name="balance_non_negative"),
+        CheckConstraint("(kind = 'card') = (held IS NOT NULL)", name="held_iff_card"),
+        CheckConstraint("held >= 0", name="held_non_negative"),
+        # A card's balance goes below zero only by a clawback (a deferred trigger checks it,
+        # migration 0006): never by spending.
         # Target of the entries (account_id, asset) foreign key: an entry's asset must be
         # its account's asset.
         UniqueConstraint("id", "asset", name="uq_accounts_id_asset"),
@@ -72,7 +74,11 @@ class Account(Base):
     card_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("cards.id"))
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
     balance: Mapped[int | None] = mapped_column(BigInteger)
-    """Card accounts only: points, or minor units of cashback, the card holds now."""
+    """Card accounts only: points, or minor units of cashback, the card holds now, outside
+    its open holds. Negative only by a clawback: a debt that later earnings pay off."""
+    held: Mapped[int | None] = mapped_column(BigInteger)
+    """Card accounts only: what the card's open holds reserve (sitting in the operator_held
+    account). Open holds past their expiry still count here until they are released."""
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Card accounts of a closed card. Set under the account's row lock, so a posting that
     waited for that lock sees it (the card row it read earlier may be older)."""

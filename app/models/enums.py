@@ -26,6 +26,9 @@ class AccountKind(StrEnum):
     """Value the operator granted directly (awards, goodwill)."""
     OPERATOR_REDEEMED = "operator_redeemed"
     """Value spent with the operator itself, not at a partner."""
+    OPERATOR_HELD = "operator_held"
+    """Value on hold for an order: reserved on a card until captured, voided or expired. The
+    holds table says whose it is; the card account's `held` column counts it too."""
 
 
 class TransactionType(StrEnum):
@@ -40,7 +43,24 @@ class TransactionType(StrEnum):
     REVERSAL = "reversal"
     """Undoes another transaction in full (`corrects_id`), once: a till's mistaken posting."""
     REFUND = "refund"
-    """Gives back part or all of a redemption (`corrects_id`) when the order is refunded."""
+    """Corrects part or all of a purchase (`corrects_id`): a refunded redemption gives the card
+    back what it spent; returned goods take back, in proportion, what an accrual earned."""
+    HOLD = "hold"
+    """Reserves value on a card for an order (the card's account to the held account)."""
+    CAPTURE = "capture"
+    """Spends what a hold (`corrects_id`) reserved, in part or in full, at the partner."""
+    RELEASE = "release"
+    """Gives back what a hold (`corrects_id`) reserved and did not capture: a void, the rest
+    of a partial capture, or the hold's expiry."""
+
+
+class HoldStatus(StrEnum):
+    OPEN = "open"
+    """Reserved. Past `expires_at` it no longer counts, even before the sweep releases it."""
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+    """Released into the ledger after its time to live ran out."""
 
 
 class CardKind(StrEnum):

@@ -84,7 +84,8 @@ class Transaction(Base):
     """Transfers: the card that received the value (`card_id` gave it)."""
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
     """The partner it was posted as; NULL for the operator's own postings."""
-    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id"))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
+    """Who posted it; NULL for what the service posts itself (a hold's expiry)."""
     reference: Mapped[str | None] = mapped_column(String(64))
     """The partner's receipt or order number."""
     purchase_amount: Mapped[int | None] = mapped_column(BigInteger)

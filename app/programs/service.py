@@ -45,7 +45,11 @@ async def ensure_program(conn: AsyncConnection, settings: Settings) -> ProgramCo
     accounts = await repository.ensure_operator_accounts(
         conn,
         int(str(row["id"])),
-        [AccountKind.OPERATOR_ISSUED.value, AccountKind.OPERATOR_REDEEMED.value],
+        [
+            AccountKind.OPERATOR_ISSUED.value,
+            AccountKind.OPERATOR_REDEEMED.value,
+            AccountKind.OPERATOR_HELD.value,
+        ],
         [a.value for a in Asset],
     )
     return ProgramContext(

@@ -276,17 +276,18 @@ async def test_ledger_rows_cannot_be_updated_deleted_or_truncated(
     assert await count(engine, "transactions") == 1
 
 
-async def test_card_balance_cannot_go_negative(
+async def test_card_balance_cannot_go_negative_outside_a_clawback(
     books: Books, conn: AsyncConnection, engine: AsyncEngine
 ) -> None:
+    """Checked at commit (deferred), so a clawback written in the same transaction counts."""
     await conn.begin()
+    await conn.execute(
+        text("UPDATE accounts SET balance = -1 WHERE id = :id"), {"id": books.card_points}
+    )
     with pytest.raises(DBAPIError) as caught:
-        await conn.execute(
-            text("UPDATE accounts SET balance = -1 WHERE id = :id"), {"id": books.card_points}
-        )
+        await conn.commit()
     assert sqlstate(caught.value) == CHECK_VIOLATION
-    assert "ck_accounts_balance_non_negative" in str(caught.value)
-    await conn.rollback()
+    assert "only a clawback may overdraw a card" in str(caught.value)
     async with engine.connect() as check:
         balance = (
             await check.execute(
@@ -294,6 +295,48 @@ async def test_card_balance_cannot_go_negative(
             )
         ).scalar_one()
     assert balance == 100
+
+
+async def test_a_clawback_may_overdraw_a_card(
+    books: Books, conn: AsyncConnection, engine: AsyncEngine
+) -> None:
+    """A reversal taking back 150 of a card holding 100 commits, leaving a debt of 50."""
+    await conn.begin()
+    reversal = uuid.uuid4()
+    await conn.execute(
+        text("""
+            INSERT INTO transactions (id, program_id, type, card_id, partner_id, api_key_id,
+                                      corrects_id, occurred_at)
+            VALUES (:id, :program_id, 'reversal', :card_id, :partner_id, :api_key_id, :tx, now())
+        """),
+        {
+            "id": reversal,
+            "program_id": books.program_id,
+            "card_id": books.card_id,
+            "partner_id": books.partner_id,
+            "api_key_id": books.api_key_id,
+            "tx": books.tx_id,
+        },
+    )
+    await conn.execute(
+        text("""
+            INSERT INTO entries (transaction_id, account_id, asset, amount)
+            VALUES (:id, :card, 'points', -150), (:id, :partner, 'points', 150)
+        """),
+        {"id": reversal, "card": books.card_points, "partner": books.partner_issued_points},
+    )
+    await conn.execute(
+        text("UPDATE accounts SET balance = balance - 150 WHERE id = :id"),
+        {"id": books.card_points},
+    )
+    await conn.commit()
+    async with engine.connect() as check:
+        balance = (
+            await check.execute(
+                text("SELECT balance FROM accounts WHERE id = :id"), {"id": books.card_points}
+            )
+        ).scalar_one()
+    assert balance == -50
 
 
 async def test_entry_asset_must_match_its_account(

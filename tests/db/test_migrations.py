@@ -20,12 +20,15 @@ LEDGER_TABLES = {
     "api_keys",
     "cards",
     "entries",
+    "holds",
     "idempotency_keys",
     "partners",
     "programs",
+    "purchase_returns",
     "transactions",
 }
 LEDGER_TRIGGERS = {
+    "accounts_negative_only_by_clawback",
     "entries_append_only",
     "entries_balanced",
     "entries_no_truncate",

@@ -78,6 +78,9 @@ async def test_balance(app: FastAPI, client: AsyncClient, operator: dict[str, st
         "status": "active",
         "points": 0,
         "cashback": 0,
+        "held": {"points": 0, "cashback": 0},
+        "total": {"points": 0, "cashback": 0},
+        "debt": {"points": 0, "cashback": 0},
         "currency": "EUR",
     }
 
