@@ -84,7 +84,10 @@ async def database_url(cluster_url: str, template_db: str) -> AsyncIterator[str]
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, program_currency="EUR", _env_file=None)  # type: ignore[call-arg]
+    # No in-process hold sweep: tests run it explicitly (app/holds/expiry.py).
+    return Settings(  # type: ignore[call-arg]
+        database_url=database_url, program_currency="EUR", hold_sweep_seconds=0, _env_file=None
+    )
 
 
 @pytest.fixture
