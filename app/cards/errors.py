@@ -34,7 +34,7 @@ class CardClosed(AppError):
 class CardHasBalance(AppError):
     status = 409
     code = "card_has_balance"
-    title = "The card still holds value: transfer or spend it before closing the card"
+    title = "The card still holds value or has open holds: move or settle them before closing it"
 
 
 class SameCard(AppError):

@@ -34,6 +34,8 @@ from app.cards.schemas import (
 )
 from app.core.config import Settings
 from app.core.ids import uuid7
+from app.db.session import driver_connection
+from app.holds import repository as holds
 from app.ledger import corrections
 from app.ledger import repository as ledger
 from app.ledger.errors import DuplicateReference, InsufficientBalance
@@ -51,6 +53,8 @@ class LockedCard:
     customer_reference: str | None
     accounts: dict[str, int] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+    """What open holds reserve (the value sits in the operator_held account)."""
     closed: bool = False
     """From the locked accounts: current even when `status` was read before a close."""
 
@@ -66,6 +70,7 @@ async def _lock(
         )
         card.accounts[row.asset] = row.account_id
         card.balances[row.asset] = row.balance
+        card.held[row.asset] = row.held
         card.closed = card.closed or row.closed_at is not None
     for number in numbers:
         if number not in found:
@@ -190,6 +195,8 @@ async def replace(
     transaction_id = await _move(
         conn, program, principal, old, new, moved, f"card {old.card_number} replaced"
     )
+    # Open holds follow the value: the order can still be captured, from the new card.
+    await holds.move_open(await driver_connection(conn), old.id, new.id)
     await repository.close(conn, old.id, replaced_by=new.id)
     return 201, CardReplaced(
         old_card=await cards.get_card(conn, program, old.card_number),
@@ -228,6 +235,7 @@ async def merge(
         moved,
         f"card {source.card_number} merged into {target.card_number}",
     )
+    await holds.move_open(await driver_connection(conn), source.id, target.id)
     await repository.close(conn, source.id, replaced_by=target.id)
     return 200, CardMerged(
         card=await cards.get_card(conn, program, target.card_number),
@@ -240,10 +248,11 @@ async def merge(
 async def close(conn: AsyncConnection, program: ProgramContext, card_number: str) -> CardRead:
     card = (await _lock(conn, program, [card_number]))[card_number]
     _open(card)
-    if any(card.balances.values()):
+    if any(card.balances.values()) or any(card.held.values()):
         raise CardHasBalance(
             f"Card {card_number} holds {card.balances[Asset.POINTS]} points and "
-            f"{card.balances[Asset.CASHBACK]} cashback.",
+            f"{card.balances[Asset.CASHBACK]} cashback, and has {card.held[Asset.POINTS]} "
+            f"points and {card.held[Asset.CASHBACK]} cashback on hold.",
         )
     await repository.close(conn, card.id, replaced_by=None)
     return await cards.get_card(conn, program, card_number)

@@ -311,11 +311,15 @@ def _apply(
             account, asset = short[0]
             request = plan.request
             assert isinstance(request, RedemptionCreate)
+            held = balances[account]
             state.outcome = refusal(
                 InsufficientBalance(
-                    f"The card holds {balances[account]} {asset}; {request.amount} were asked for.",
+                    f"The card holds {held} {asset}; {request.amount} were asked for."
+                    if held >= 0
+                    else f"The card owes {-held} {asset} taken back by a return (clawback "
+                    "debt): it spends nothing until earnings pay that off.",
                     asset=asset,
-                    available=balances[account],
+                    available=held,
                     requested=request.amount,
                 )
             )

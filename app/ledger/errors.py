@@ -76,10 +76,16 @@ class NotARedemption(AppError):
 class RefundExceedsOriginal(AppError):
     status = 422
     code = "refund_exceeds_original"
-    title = "Refunds of a redemption cannot add up to more than it spent"
+    title = "Refunds cannot add up to more than the transaction they correct"
 
 
 class AlreadyRefunded(AppError):
     status = 409
     code = "already_refunded"
-    title = "Part of this redemption was refunded: refund the rest instead of reversing it"
+    title = "Part of this transaction was refunded: refund the rest instead of reversing it"
+
+
+class NotAPurchase(AppError):
+    status = 422
+    code = "not_a_purchase"
+    title = "Only a purchase accrual can have goods returned against it"

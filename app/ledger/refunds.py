@@ -1,5 +1,6 @@
 """Redemption refunds: an order paid partly with points or cashback is refunded, and what was
-spent goes back to the card, in part or in full, never more than was spent.
+spent (by a redemption, or by a hold's capture) goes back to the card, in part or in full,
+never more than was spent.
 
 Each refund is a `refund` transaction correcting the redemption: the card's account gets the
 amount back, the account that received the redemption (the partner's, or the operator's) gives
@@ -16,8 +17,11 @@ from app.core.ids import uuid7
 from app.ledger import corrections, repository
 from app.ledger.errors import NotARedemption, RefundExceedsOriginal
 from app.ledger.schemas import CardBalances, RefundCreate, RefundRead
-from app.models.enums import TransactionType
+from app.models.enums import AccountKind, TransactionType
 from app.programs.service import ProgramContext
+
+_SPENDING = {TransactionType.REDEMPTION, TransactionType.CAPTURE}
+_RECEIVERS = {AccountKind.PARTNER_REDEEMED, AccountKind.OPERATOR_REDEEMED}
 
 
 async def refund_redemption(
@@ -28,16 +32,19 @@ async def refund_redemption(
     req: RefundCreate,
 ) -> tuple[int, RefundRead]:
     original = await corrections.original(conn, program, principal, redemption_id)
-    if original.type != TransactionType.REDEMPTION:
+    if original.type not in _SPENDING:
         raise NotARedemption(f"Transaction {redemption_id} is a {original.type}.")
     accounts = await corrections.lock_open_card(
         conn, original.card_id, original.card_number, original.status
     )
     card_accounts = {a.id: a for a in accounts}
-    entries = await repository.original_entries(conn, redemption_id)
-    card_leg = next(e for e in entries if e.account_id in card_accounts)
-    counter_leg = next(e for e in entries if e.account_id not in card_accounts)
-    spent = -card_leg.amount
+    # The leg that received what was spent: the partner's (or the operator's) redeemed account.
+    # (A capture spent from the held account, not the card's: the refund goes to the card.)
+    counter_leg = next(
+        e for e in await repository.original_entries(conn, redemption_id) if e.kind in _RECEIVERS
+    )
+    card_leg = next(a for a in accounts if a.asset == counter_leg.asset)
+    spent = counter_leg.amount
 
     refunded, reversed_ = await repository.returned(conn, redemption_id, list(card_accounts))
     refundable = 0 if reversed_ else spent - refunded
@@ -49,7 +56,7 @@ async def refund_redemption(
             refundable=refundable,
         )
 
-    new_balance = card_accounts[card_leg.account_id].balance + req.amount
+    new_balance = card_leg.balance + req.amount
     refund_id = uuid7()
     posted_at = await corrections.write(
         conn,
@@ -64,9 +71,9 @@ async def refund_redemption(
             "description": req.reason,
             "corrects_id": redemption_id,
         },
-        {card_leg.account_id: new_balance},
+        {card_leg.id: new_balance},
         [
-            (card_leg.account_id, card_leg.asset, req.amount),
+            (card_leg.id, card_leg.asset, req.amount),
             (counter_leg.account_id, card_leg.asset, -req.amount),
         ],
     )

@@ -104,7 +104,8 @@ async def operator_reference_exists(
 # every posting locks them); and any reversal already committed (read after the lock, so one
 # that committed while we waited is seen).
 CORRECTION_TARGET = text("""
-    SELECT t.id, t.type, t.card_id, t.partner_id, c.card_number, c.status
+    SELECT t.id, t.type, t.card_id, t.partner_id, t.purchase_amount, t.currency,
+           c.card_number, c.status
     FROM transactions t JOIN cards c ON c.id = t.card_id
     WHERE t.id = :id AND t.program_id = :program_id
 """)
@@ -119,7 +120,9 @@ EXISTING_REVERSAL = text("""
 """)
 
 ORIGINAL_ENTRIES = text("""
-    SELECT account_id, asset, amount FROM entries WHERE transaction_id = :id ORDER BY id
+    SELECT e.account_id, a.kind, e.asset, e.amount
+    FROM entries e JOIN accounts a ON a.id = e.account_id
+    WHERE e.transaction_id = :id ORDER BY e.id
 """)
 
 
@@ -176,9 +179,10 @@ WRITE_POSTING = text("""
     posted AS (
         INSERT INTO transactions (id, program_id, type, card_id, counterparty_card_id,
                                   partner_id, api_key_id, reference, description, corrects_id,
-                                  occurred_at)
+                                  purchase_amount, currency, occurred_at)
         VALUES (:id, :program_id, :type, :card_id, :counterparty_card_id, :partner_id,
-                :api_key_id, :reference, :description, :corrects_id, now())
+                :api_key_id, :reference, :description, :corrects_id, :purchase_amount,
+                :currency, now())
         RETURNING posted_at
     ),
     legs AS (
@@ -202,6 +206,8 @@ async def write_posting(
         "reference": None,
         "description": None,
         "corrects_id": None,
+        "purchase_amount": None,
+        "currency": None,
         **transaction,
         "account_ids": list(balances),
         "new_balances": list(balances.values()),
@@ -211,3 +217,31 @@ async def write_posting(
     }
     posted_at: datetime = (await conn.execute(WRITE_POSTING, params)).one().posted_at
     return posted_at
+
+
+# Goods returned against an accrual so far (read under the card's lock, like every return).
+PURCHASE_RETURNS = text("""
+    SELECT coalesce(sum(amount), 0) AS returned,
+           bool_or(reference = :reference) AS reference_taken
+    FROM purchase_returns WHERE accrual_id = :accrual_id
+""")
+
+INSERT_PURCHASE_RETURN = text("""
+    INSERT INTO purchase_returns (id, accrual_id, amount, transaction_id, api_key_id, reference)
+    VALUES (:id, :accrual_id, :amount, :transaction_id, :api_key_id, :reference)
+    RETURNING created_at
+""")
+
+
+async def purchase_returns(
+    conn: AsyncConnection, accrual_id: uuid.UUID, reference: str | None
+) -> tuple[int, bool]:
+    """What was returned of the purchase so far, and whether `reference` was one of them."""
+    params = {"accrual_id": accrual_id, "reference": reference}
+    row = (await conn.execute(PURCHASE_RETURNS, params)).one()
+    return int(row.returned), bool(row.reference_taken)
+
+
+async def insert_purchase_return(conn: AsyncConnection, **values: object) -> datetime:
+    created_at: datetime = (await conn.execute(INSERT_PURCHASE_RETURN, values)).one().created_at
+    return created_at

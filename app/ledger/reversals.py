@@ -1,6 +1,9 @@
 """Reversals: a till cancels a posting it made (wrong card, wrong amount). The reversal is a new
 transaction whose entries are the original's negated, referencing it by `corrects_id`; a
 transaction is reversed at most once (a unique index, and a check made under the card's lock).
+
+Reversing an accrual the card has spent since is a clawback: the balance goes below zero, a
+debt that later earnings pay off (see app/ledger/returns.py).
 """
 
 import uuid
@@ -13,7 +16,6 @@ from app.ledger import corrections, repository
 from app.ledger.errors import (
     AlreadyRefunded,
     AlreadyReversed,
-    InsufficientBalance,
     NotReversible,
 )
 from app.ledger.schemas import CardBalances, ReversalCreate, ReversalRead
@@ -43,6 +45,13 @@ async def reverse(
         refunded, _ = await repository.returned(conn, transaction_id, [a.id for a in accounts])
         if refunded:
             raise AlreadyRefunded(refunded=refunded)
+    if original.type == TransactionType.ACCRUAL:
+        returned, _ = await repository.purchase_returns(conn, transaction_id, None)
+        if returned:
+            raise AlreadyRefunded(
+                "Goods of this purchase were returned: return the rest instead of reversing it.",
+                returned=returned,
+            )
 
     balances = {a.id: a.balance for a in accounts}
     asset_of = {a.id: a.asset for a in accounts}
@@ -53,18 +62,6 @@ async def reverse(
         if entry.account_id in balances:
             balances[entry.account_id] -= entry.amount
             change[entry.asset] -= entry.amount
-    short = [account for account, balance in balances.items() if balance < 0]
-    if short:
-        asset = asset_of[short[0]]
-        held = balances[short[0]] - change[asset]
-        raise InsufficientBalance(
-            f"The card holds {held} {asset}; reversing takes back {-change[asset]}. "
-            "It was spent since.",
-            asset=asset,
-            available=held,
-            requested=-change[asset],
-        )
-
     reversal_id = uuid7()
     posted_at = await corrections.write(
         conn,

@@ -1,7 +1,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
@@ -20,9 +20,9 @@ from app.core.errors import (
 from app.core.schemas import CardNumberInPath, problem_responses
 from app.db.session import Conn
 from app.idempotency import service as idempotency
-from app.idempotency.deps import require_idempotency_key
+from app.idempotency.deps import IdempotencyKey
 from app.idempotency.errors import IdempotencyKeyRequired, IdempotencyKeyReused
-from app.ledger import refunds, reversals, service
+from app.ledger import refunds, returns, reversals, service
 from app.ledger.errors import (
     AlreadyRefunded,
     AlreadyReversed,
@@ -30,6 +30,7 @@ from app.ledger.errors import (
     DuplicateReference,
     InsufficientBalance,
     InvalidCursor,
+    NotAPurchase,
     NotARedemption,
     NotReversible,
     OccurredAtOutOfRange,
@@ -45,6 +46,8 @@ from app.ledger.schemas import (
     AccrualRead,
     BalanceRead,
     CardTransactionPage,
+    PurchaseReturnCreate,
+    PurchaseReturnRead,
     RedemptionCreate,
     RedemptionRead,
     RefundCreate,
@@ -60,7 +63,6 @@ from app.programs.deps import CurrentProgram
 
 router = APIRouter(tags=["ledger"])
 
-IdempotencyKey = Annotated[str, Depends(require_idempotency_key)]
 
 _COMMON = (
     Unauthorized,
@@ -239,7 +241,6 @@ async def create_transfer(
         AlreadyReversed,
         AlreadyRefunded,
         CardClosed,
-        InsufficientBalance,
     ),
 )
 async def reverse_transaction(
@@ -252,8 +253,9 @@ async def reverse_transaction(
     idempotency_key: IdempotencyKey,
 ) -> Response:
     """Cancel a posting in full, once: a new transaction with the original's entries negated.
-    A partner key reverses its own partner's postings only. Refused with
-    `insufficient_balance` when the card has spent what the reversal would take back."""
+    A partner key reverses its own partner's postings only. Reversing an accrual the card has
+    spent since is a clawback: the balance goes below zero (a debt that later earnings pay
+    off). A partly refunded or returned transaction is refused (`already_refunded`)."""
 
     async def action() -> tuple[int, ReversalRead]:
         return await reversals.reverse(conn, program, principal, transaction_id, body)
@@ -290,11 +292,53 @@ async def refund_redemption(
     idempotency_key: IdempotencyKey,
 ) -> Response:
     """An order paid partly with points or cashback is refunded: give back part or all of
-    what the redemption spent. Refunds add up to at most what was spent. A partner key refunds
-    its own partner's redemptions only."""
+    what the redemption (or a hold's capture) spent. Refunds add up to at most what was
+    spent. A partner key refunds its own partner's redemptions only."""
 
     async def action() -> tuple[int, RefundRead]:
         return await refunds.refund_redemption(conn, program, principal, redemption_id, body)
+
+    return await idempotency.respond_once(
+        request, conn, principal.api_key_id, idempotency_key, body, action
+    )
+
+
+@router.post(
+    "/v1/accruals/{accrual_id}/refunds",
+    status_code=201,
+    operation_id="return_purchase",
+    response_model=PurchaseReturnRead,
+    responses=problem_responses(
+        Unauthorized,
+        ValidationFailed,
+        IdempotencyKeyRequired,
+        IdempotencyKeyReused,
+        TransactionNotFound,
+        NotAPurchase,
+        RefundExceedsOriginal,
+        AlreadyReversed,
+        CardClosed,
+        DuplicateReference,
+    ),
+)
+async def return_purchase(
+    accrual_id: uuid.UUID,
+    body: PurchaseReturnCreate,
+    request: Request,
+    conn: Conn,
+    program: CurrentProgram,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey,
+) -> Response:
+    """Goods worth `amount` of a purchase came back: take back what the purchase earned, in
+    proportion, from the amounts recorded when it was earned. Returns add up to at most the
+    purchase, and all of them together never take back more than was earned (each rounds
+    down on the running total). If the card already spent it, its balance goes below zero: a
+    clawback debt, shown in its balance, during which it cannot spend. A partner key returns
+    its own partner's purchases only."""
+
+    async def action() -> tuple[int, PurchaseReturnRead]:
+        return await returns.return_goods(conn, program, principal, accrual_id, body)
 
     return await idempotency.respond_once(
         request, conn, principal.api_key_id, idempotency_key, body, action

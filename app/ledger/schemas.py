@@ -228,3 +228,37 @@ class RefundRead(ResponseModel):
     refundable: int = Field(description="What can still be refunded.")
     balance: CardBalances
     posted_at: datetime
+
+
+class PurchaseReturnCreate(RequestModel):
+    """Goods worth `amount` of the purchase came back."""
+
+    amount: PositiveAmount = Field(
+        description="The value of the goods returned, in minor units of the purchase's currency."
+    )
+    reference: Reference | None = Field(
+        default=None, description="The return's own receipt number, if the till has one."
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+
+
+class PurchaseReturnRead(ResponseModel):
+    return_id: uuid.UUID
+    transaction_id: uuid.UUID | None = Field(
+        description="The refund transaction that took value back; null when the return was too "
+        "small to take back anything yet (it still counts towards later returns)."
+    )
+    corrects_id: uuid.UUID = Field(description="The accrual whose purchase was returned.")
+    card_number: str
+    amount: int
+    returned_total: int = Field(description="All goods returned against this purchase so far.")
+    returnable: int = Field(description="What of the purchase can still be returned.")
+    taken_back: AssetAmounts = Field(description="What this return took back from the card.")
+    balance: AssetAmounts = Field(
+        description="The card's balances afterwards, outside holds; negative means a debt."
+    )
+    debt: AssetAmounts = Field(
+        description="Clawback debt: what was taken back after the card had spent it. The card "
+        "spends nothing until later earnings pay it off."
+    )
+    posted_at: datetime

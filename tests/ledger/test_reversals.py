@@ -112,15 +112,25 @@ async def test_refusals(app: FastAPI, client: AsyncClient, operator: dict[str, s
     r = await _reverse(client, till, str(uuid.uuid4()))
     assert (r.status_code, r.json()["code"]) == (404, "transaction_not_found")
 
-    # Spent since: the reversal would overdraw the card.
+    # Spent since: the reversal claws back, and the card owes what it spent (a debt).
     spend = {"card_number": card, "asset": "points", "amount": 60, "reference": "r-2"}
     assert (
         await client.post("/v1/redemptions", json=spend, headers={**till, **idem()})
     ).status_code == 201
     r = await _reverse(client, till, tx)
-    assert (r.status_code, r.json()["code"]) == (422, "insufficient_balance")
-    assert r.json()["available"] == 40 and r.json()["requested"] == 100
-    assert await _balance(client, till, card) == {"points": 40, "cashback": 500}
+    assert r.status_code == 201, r.text
+    assert r.json()["reversed"] == {"points": -100, "cashback": -500}
+    assert r.json()["balance"] == {"points": -60, "cashback": 0}
+    assert await _balance(client, till, card) == {"points": -60, "cashback": 0}
+    debt = (await client.get(f"/v1/cards/{card}/balance", headers=till)).json()["debt"]
+    assert debt == {"points": 60, "cashback": 0}
+    spend = {"card_number": card, "asset": "points", "amount": 1, "reference": "r-3"}
+    r = await client.post("/v1/redemptions", json=spend, headers={**till, **idem()})
+    assert (r.status_code, r.json()["code"], r.json()["available"]) == (
+        422,
+        "insufficient_balance",
+        -60,
+    )
 
     # A reversal is not itself reversible; a retry replays the first answer.
     funded = (await funded_card(client, operator, 10))["card_number"]

@@ -1,0 +1,131 @@
+"""Returns: goods bought in a purchase come back, and what the purchase earned is taken back in
+proportion to the value returned, from the amounts recorded at earn time (the accrual's own
+entries; today's rates never enter into it).
+
+Rounding: once the returns of a purchase P add up to R, the card has given back exactly
+floor(earned * R / P) of each asset; each return takes the difference from the total before it.
+So no split of returns ever takes back more than was earned, and when everything has come back
+(R = P) exactly what was earned has been taken back, whatever the split. A return too small to
+take back anything yet is still recorded: it counts towards the next one.
+
+If the card has already spent what is taken back, its balance goes below zero: a clawback debt.
+The database allows a negative balance only to refunds and reversals (migration 0006); the
+posting engine refuses any spending while it lasts, and earnings pay it off.
+
+The returns so far are summed under the card's lock, so two returns racing past the purchase
+cannot both succeed.
+"""
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.auth.deps import Principal
+from app.core.ids import uuid7
+from app.ledger import corrections, repository
+from app.ledger.errors import (
+    AlreadyReversed,
+    DuplicateReference,
+    NotAPurchase,
+    RefundExceedsOriginal,
+)
+from app.ledger.schemas import AssetAmounts, PurchaseReturnCreate, PurchaseReturnRead
+from app.models.enums import AccountKind, TransactionType
+from app.programs.service import ProgramContext
+
+
+def taken_back(earned: int, purchase: int, returned_before: int, returning: int) -> int:
+    """What a return of `returning` takes of `earned`, after `returned_before` came back."""
+    return earned * (returned_before + returning) // purchase - earned * returned_before // purchase
+
+
+async def return_goods(
+    conn: AsyncConnection,
+    program: ProgramContext,
+    principal: Principal,
+    accrual_id: uuid.UUID,
+    req: PurchaseReturnCreate,
+) -> tuple[int, PurchaseReturnRead]:
+    original = await corrections.original(conn, program, principal, accrual_id)
+    if original.type != TransactionType.ACCRUAL or original.purchase_amount is None:
+        raise NotAPurchase(f"Transaction {accrual_id} is a {original.type}.")
+    accounts = await corrections.lock_open_card(
+        conn, original.card_id, original.card_number, original.status
+    )
+    reversal = await repository.existing_reversal(conn, accrual_id)
+    if reversal is not None:
+        raise AlreadyReversed(
+            "The purchase was reversed: everything it earned was taken back already.",
+            transaction_id=str(reversal),
+        )
+    purchase = original.purchase_amount
+    returned, reference_taken = await repository.purchase_returns(conn, accrual_id, req.reference)
+    if reference_taken:
+        raise DuplicateReference(f"Return {req.reference!r} was already posted.")
+    if returned + req.amount > purchase:
+        raise RefundExceedsOriginal(
+            f"{purchase - returned} of the purchase of {purchase} can still be returned.",
+            purchase_amount=purchase,
+            returned=returned,
+            returnable=purchase - returned,
+        )
+
+    card = {a.asset: a for a in accounts}
+    take = {"points": 0, "cashback": 0}
+    balances: dict[int, int] = {}
+    legs: list[tuple[int, str, int]] = []
+    entries = await repository.original_entries(conn, accrual_id)
+    for entry in entries:
+        if entry.kind == AccountKind.CARD:
+            take[entry.asset] = taken_back(entry.amount, purchase, returned, req.amount)
+    for entry in entries:
+        amount = take[entry.asset]
+        if entry.kind == AccountKind.PARTNER_ISSUED and amount:
+            account = card[entry.asset]
+            balances[account.id] = account.balance - amount
+            legs += [(account.id, entry.asset, -amount), (entry.account_id, entry.asset, amount)]
+
+    transaction_id = uuid7() if legs else None
+    if transaction_id is not None:
+        await corrections.write(
+            conn,
+            {
+                "id": transaction_id,
+                "program_id": program.id,
+                "type": TransactionType.REFUND.value,
+                "card_id": original.card_id,
+                "partner_id": original.partner_id,
+                "api_key_id": principal.api_key_id,
+                "reference": req.reference,
+                "description": req.reason,
+                "corrects_id": accrual_id,
+                "purchase_amount": req.amount,
+                "currency": original.currency,
+            },
+            balances,
+            legs,
+        )
+    return_id = uuid7()
+    posted_at = await repository.insert_purchase_return(
+        conn,
+        id=return_id,
+        accrual_id=accrual_id,
+        amount=req.amount,
+        transaction_id=transaction_id,
+        api_key_id=principal.api_key_id,
+        reference=req.reference,
+    )
+    after = {a.asset: balances.get(a.id, a.balance) for a in accounts}
+    return 201, PurchaseReturnRead(
+        return_id=return_id,
+        transaction_id=transaction_id,
+        corrects_id=accrual_id,
+        card_number=original.card_number,
+        amount=req.amount,
+        returned_total=returned + req.amount,
+        returnable=purchase - returned - req.amount,
+        taken_back=AssetAmounts(**take),
+        balance=AssetAmounts(**after),
+        debt=AssetAmounts(**{asset: max(0, -value) for asset, value in after.items()}),
+        posted_at=posted_at,
+    )
