@@ -47,6 +47,31 @@ CARD_BALANCE_MISMATCHES = text("""
 """)
 
 
+# What holds reserve, two ways: each card account's `held` is the sum of its open holds, and
+# the operator_held account (per asset) holds exactly what all open holds reserve.
+HOLD_MISMATCHES = text("""
+    SELECT c.card_number, a.asset, a.held AS stored,
+           coalesce(sum(h.amount), 0) AS from_holds
+    FROM accounts a
+    JOIN cards c ON c.id = a.card_id
+    LEFT JOIN holds h ON h.account_id = a.id AND h.status = 'open'
+    WHERE a.program_id = :program_id AND a.kind = 'card'
+    GROUP BY c.card_number, a.id
+    HAVING a.held <> coalesce(sum(h.amount), 0)
+    UNION ALL
+    SELECT NULL, a.asset,
+           (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id),
+           (SELECT coalesce(sum(h.amount), 0) FROM holds h
+             WHERE h.program_id = a.program_id AND h.asset = a.asset AND h.status = 'open')
+    FROM accounts a
+    WHERE a.program_id = :program_id AND a.kind = 'operator_held'
+      AND (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id)
+       <> (SELECT coalesce(sum(h.amount), 0) FROM holds h
+            WHERE h.program_id = a.program_id AND h.asset = a.asset AND h.status = 'open')
+    LIMIT :limit
+""")
+
+
 async def fetch(
     conn: AsyncConnection, statement: TextClause, program_id: int, limit: int = 100
 ) -> list[Row[tuple[object, ...]]]:

@@ -25,6 +25,13 @@ class CardBalanceMismatch(ResponseModel):
     from_entries: int
 
 
+class HoldMismatch(ResponseModel):
+    card_number: str | None = Field(description="Null: the program's operator_held account.")
+    asset: str
+    stored: int = Field(description="The card account's `held`, or the held account's entries.")
+    from_holds: int = Field(description="What the open holds reserve.")
+
+
 class AuditReport(ResponseModel):
     """The ledger's promises, checked against one consistent snapshot. Lists stop at 100."""
 
@@ -39,4 +46,7 @@ class AuditReport(ResponseModel):
     transactions_with_fewer_than_two_entries: list[ThinTransaction]
     card_balance_mismatches: list[CardBalanceMismatch] = Field(
         description="Card accounts whose stored balance is not the sum of their entries."
+    )
+    hold_mismatches: list[HoldMismatch] = Field(
+        description="What is on hold, by the holds, disagrees with the accounts."
     )

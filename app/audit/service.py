@@ -9,6 +9,7 @@ from app.audit import repository
 from app.audit.schemas import (
     AuditReport,
     CardBalanceMismatch,
+    HoldMismatch,
     ThinTransaction,
     UnbalancedTransaction,
 )
@@ -23,9 +24,10 @@ async def audit(engine: AsyncEngine, program_id: int) -> AuditReport:
             unbalanced = await repository.fetch(conn, repository.UNBALANCED, program_id)
             thin = await repository.fetch(conn, repository.TOO_FEW_ENTRIES, program_id)
             cards = await repository.fetch(conn, repository.CARD_BALANCE_MISMATCHES, program_id)
+            holds = await repository.fetch(conn, repository.HOLD_MISMATCHES, program_id)
     asset_totals = {row.asset: int(row.total) for row in totals}
     report = AuditReport(
-        ok=not (unbalanced or thin or cards or any(asset_totals.values())),
+        ok=not (unbalanced or thin or cards or holds or any(asset_totals.values())),
         as_of=counts.as_of,
         transactions=counts.transactions,
         entries=counts.entries,
@@ -33,5 +35,6 @@ async def audit(engine: AsyncEngine, program_id: int) -> AuditReport:
         unbalanced_transactions=[UnbalancedTransaction(**r._mapping) for r in unbalanced],
         transactions_with_fewer_than_two_entries=[ThinTransaction(**r._mapping) for r in thin],
         card_balance_mismatches=[CardBalanceMismatch(**r._mapping) for r in cards],
+        hold_mismatches=[HoldMismatch(**r._mapping) for r in holds],
     )
     return report

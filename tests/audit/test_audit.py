@@ -41,6 +41,31 @@ async def test_a_clean_ledger_passes(
     assert report["asset_totals"] == {"points": 0, "cashback": 0}
     assert report["unbalanced_transactions"] == []
     assert report["card_balance_mismatches"] == []
+    assert report["hold_mismatches"] == []
+
+
+async def test_holds_that_disagree_with_the_accounts_are_reported(
+    app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
+) -> None:
+    _, till = await partner_with_key(app, client, operator)
+    card = (await funded_card(client, operator, 100))["card_number"]
+    hold = {"card_number": card, "asset": "points", "amount": 30, "reference": "order-1"}
+    r = await client.post("/v1/holds", json=hold, headers={**till, **idem()})
+    assert r.status_code == 201, r.text
+    assert (await client.get("/v1/audit", headers=operator)).json()["ok"] is True
+
+    async with engine.begin() as conn:
+        # A hold marked settled without the release its value needs.
+        await conn.execute(
+            text("UPDATE holds SET status = 'voided', settled_at = now() WHERE id = :id"),
+            {"id": r.json()["id"]},
+        )
+    report = (await client.get("/v1/audit", headers=operator)).json()
+    assert report["ok"] is False
+    assert sorted(report["hold_mismatches"], key=lambda m: str(m["card_number"])) == [
+        {"card_number": card, "asset": "points", "stored": 30, "from_holds": 0},
+        {"card_number": None, "asset": "points", "stored": 30, "from_holds": 0},
+    ]
 
 
 async def test_a_tampered_balance_is_reported(
