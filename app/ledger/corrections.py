@@ -42,6 +42,23 @@ async def lock_open_card(
     return accounts
 
 
+async def lock_current_card(
+    conn: AsyncConnection, card_id: int
+) -> tuple[int, str, list[Row[tuple[object, ...]]]]:
+    """The accounts of the card that holds `card_id`'s value now (the card itself, or the one
+    that replaced it or absorbed it in a merge), locked. Refunds and returns of a lost card's
+    purchases land there. Refused if that card was closed without a successor."""
+    while True:
+        card = await repository.current_card(conn, card_id)
+        accounts = await repository.lock_card_accounts(conn, card.id)
+        if card.status == CardStatus.CLOSED or any(a.closed_at for a in accounts):
+            # Replaced while we waited for its lock (the accounts are current): follow again.
+            if (await repository.current_card(conn, card.id)).id != card.id:
+                continue
+            raise CardClosed(f"Card {card.card_number} is closed.")
+        return card.id, card.card_number, accounts
+
+
 async def write(
     conn: AsyncConnection,
     transaction: dict[str, object],

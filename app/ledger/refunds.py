@@ -34,10 +34,7 @@ async def refund_redemption(
     original = await corrections.original(conn, program, principal, redemption_id)
     if original.type not in _SPENDING:
         raise NotARedemption(f"Transaction {redemption_id} is a {original.type}.")
-    accounts = await corrections.lock_open_card(
-        conn, original.card_id, original.card_number, original.status
-    )
-    card_accounts = {a.id: a for a in accounts}
+    card_id, card_number, accounts = await corrections.lock_current_card(conn, original.card_id)
     # The leg that received what was spent: the partner's (or the operator's) redeemed account.
     # (A capture spent from the held account, not the card's: the refund goes to the card.)
     counter_leg = next(
@@ -46,7 +43,7 @@ async def refund_redemption(
     card_leg = next(a for a in accounts if a.asset == counter_leg.asset)
     spent = counter_leg.amount
 
-    refunded, reversed_ = await repository.returned(conn, redemption_id, list(card_accounts))
+    refunded, reversed_ = await repository.returned(conn, redemption_id)
     refundable = 0 if reversed_ else spent - refunded
     if req.amount > refundable:
         raise RefundExceedsOriginal(
@@ -64,7 +61,7 @@ async def refund_redemption(
             "id": refund_id,
             "program_id": program.id,
             "type": TransactionType.REFUND.value,
-            "card_id": original.card_id,
+            "card_id": card_id,
             "partner_id": original.partner_id,
             "api_key_id": principal.api_key_id,
             "reference": req.reference,
@@ -82,7 +79,7 @@ async def refund_redemption(
     return 201, RefundRead(
         transaction_id=refund_id,
         corrects_id=redemption_id,
-        card_number=original.card_number,
+        card_number=card_number,
         asset=card_leg.asset,
         amount=req.amount,
         refunded_total=refunded + req.amount,

@@ -126,6 +126,26 @@ ORIGINAL_ENTRIES = text("""
 """)
 
 
+# The card that holds a card's value now: itself, or the end of its chain of replacements and
+# merges. (Read before the lock; the caller checks the locked accounts and follows again if the
+# card was replaced meanwhile.)
+CURRENT_CARD = text("""
+    WITH RECURSIVE chain AS (
+        SELECT id, card_number, status, replaced_by_card_id, 0 AS depth
+        FROM cards WHERE id = :card_id
+        UNION ALL
+        SELECT c.id, c.card_number, c.status, c.replaced_by_card_id, chain.depth + 1
+        FROM cards c JOIN chain ON c.id = chain.replaced_by_card_id
+        WHERE chain.depth < 100
+    )
+    SELECT id, card_number, status FROM chain ORDER BY depth DESC LIMIT 1
+""")
+
+
+async def current_card(conn: AsyncConnection, card_id: int) -> Row[tuple[object, ...]]:
+    return (await conn.execute(CURRENT_CARD, {"card_id": card_id})).one()
+
+
 async def correction_target(
     conn: AsyncConnection, program_id: int, transaction_id: uuid.UUID
 ) -> Row[tuple[object, ...]] | None:
@@ -149,20 +169,20 @@ async def original_entries(
 
 
 # What was already given back for a redemption: its refunds, or all of it if it was reversed.
+# (The card side of each, whichever card it went to: a refund after a replacement credits the
+# new card.)
 RETURNED = text("""
     SELECT coalesce(sum(e.amount) FILTER (WHERE t.type = 'refund'), 0) AS refunded,
            bool_or(t.type = 'reversal') AS reversed
     FROM transactions t
-    JOIN entries e
-      ON e.transaction_id = t.id AND e.account_id = ANY(CAST(:card_accounts AS bigint[]))
+    JOIN entries e ON e.transaction_id = t.id
+    JOIN accounts a ON a.id = e.account_id AND a.kind = 'card'
     WHERE t.corrects_id = :id
 """)
 
 
-async def returned(
-    conn: AsyncConnection, transaction_id: uuid.UUID, card_accounts: list[int]
-) -> tuple[int, bool]:
-    params = {"id": transaction_id, "card_accounts": card_accounts}
+async def returned(conn: AsyncConnection, transaction_id: uuid.UUID) -> tuple[int, bool]:
+    params = {"id": transaction_id}
     row = (await conn.execute(RETURNED, params)).one()
     return int(row.refunded), bool(row.reversed)
 

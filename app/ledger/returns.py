@@ -49,9 +49,7 @@ async def return_goods(
     original = await corrections.original(conn, program, principal, accrual_id)
     if original.type != TransactionType.ACCRUAL or original.purchase_amount is None:
         raise NotAPurchase(f"Transaction {accrual_id} is a {original.type}.")
-    accounts = await corrections.lock_open_card(
-        conn, original.card_id, original.card_number, original.status
-    )
+    card_id, card_number, accounts = await corrections.lock_current_card(conn, original.card_id)
     reversal = await repository.existing_reversal(conn, accrual_id)
     if reversal is not None:
         raise AlreadyReversed(
@@ -93,7 +91,7 @@ async def return_goods(
                 "id": transaction_id,
                 "program_id": program.id,
                 "type": TransactionType.REFUND.value,
-                "card_id": original.card_id,
+                "card_id": card_id,
                 "partner_id": original.partner_id,
                 "api_key_id": principal.api_key_id,
                 "reference": req.reference,
@@ -120,7 +118,7 @@ async def return_goods(
         return_id=return_id,
         transaction_id=transaction_id,
         corrects_id=accrual_id,
-        card_number=original.card_number,
+        card_number=card_number,
         amount=req.amount,
         returned_total=returned + req.amount,
         returnable=purchase - returned - req.amount,

@@ -42,7 +42,7 @@ async def reverse(
     if earlier is not None:
         raise AlreadyReversed(transaction_id=str(earlier))
     if original.type == TransactionType.REDEMPTION:
-        refunded, _ = await repository.returned(conn, transaction_id, [a.id for a in accounts])
+        refunded, _ = await repository.returned(conn, transaction_id)
         if refunded:
             raise AlreadyRefunded(refunded=refunded)
     if original.type == TransactionType.ACCRUAL:

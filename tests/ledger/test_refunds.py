@@ -107,3 +107,58 @@ async def test_refund_refusals(app: FastAPI, client: AsyncClient, operator: dict
     assert (await _refund(client, till, tx2, 1, reference="RF-1")).status_code == 201
     r = await _refund(client, till, tx2, 1, reference="RF-1")
     assert (r.status_code, r.json()["code"]) == (409, "duplicate_reference")
+
+
+async def test_refunds_and_returns_of_a_replaced_card_land_on_its_replacement(
+    app: FastAPI, client: AsyncClient, operator: dict[str, str]
+) -> None:
+    """The customer lost the card the order was paid with: the refund goes to the new card,
+    and refunds made before and after the replacement add up against the same original."""
+    _, till = await partner_with_key(app, client, operator)
+    old = (await funded_card(client, operator, 100))["card_number"]
+    tx = await _redeem(client, till, old, 40)
+    buy = {"kind": "purchase", "card_number": old, "amount": 1_000, "currency": "EUR"}
+    r = await client.post(
+        "/v1/accruals", json={**buy, "reference": "p"}, headers={**till, **idem()}
+    )
+    accrual = r.json()["transaction_id"]  # 10 points, 50 cashback
+    assert (await _refund(client, till, tx, 15)).status_code == 201
+
+    r = await client.post(f"/v1/cards/{old}/replace", json={}, headers={**operator, **idem()})
+    assert r.status_code == 201, r.text
+    new = r.json()["new_card"]["card_number"]
+    assert await _points(client, till, new) == 100 - 40 + 15 + 10
+
+    r = await _refund(client, till, tx, 26)
+    assert (r.status_code, r.json()["code"], r.json()["refundable"]) == (
+        422,
+        "refund_exceeds_original",
+        25,
+    )
+    r = await _refund(client, till, tx, 25)
+    assert r.status_code == 201, r.text
+    assert (r.json()["card_number"], r.json()["balance"]["points"]) == (new, 110)
+
+    r = await client.post(
+        f"/v1/accruals/{accrual}/refunds", json={"amount": 1_000}, headers={**till, **idem()}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["card_number"] == new
+    assert r.json()["taken_back"] == {"points": 10, "cashback": 50}
+    assert await _points(client, till, new) == 100
+    assert await _points(client, till, old) == 0
+    history = (await client.get(f"/v1/cards/{new}/transactions", headers=operator)).json()
+    assert [i["type"] for i in history["items"][:2]] == ["refund", "refund"]
+    assert (await client.get("/v1/audit", headers=operator)).json()["ok"] is True
+
+
+async def test_a_card_closed_without_a_successor_takes_no_refund(
+    app: FastAPI, client: AsyncClient, operator: dict[str, str]
+) -> None:
+    _, till = await partner_with_key(app, client, operator)
+    card = (await funded_card(client, operator, 10))["card_number"]
+    tx = await _redeem(client, till, card, 10)
+    r = await client.post(f"/v1/cards/{card}/close", headers={**operator, **idem()})
+    assert r.status_code == 200, r.text
+    r = await _refund(client, till, tx, 5)
+    assert (r.status_code, r.json()["code"]) == (409, "card_closed")
