@@ -134,6 +134,9 @@ async def _lock_hold(
         )
     if current["lapsed"]:
         raise HoldExpired(f"The hold expired at {current['expires_at'].isoformat()}.")
+    # The card's other lapsed holds go back first, so the answer's balance is what the card
+    # really has available (this hold is open and current: it stays).
+    await expiry.release_lapsed(raw, program, [current["card_id"]])
     return current
 
 

@@ -156,7 +156,10 @@ class TransactionRead(ResponseModel):
     type: TransactionType
     card_number: str | None
     partner_id: uuid.UUID | None
-    api_key_id: uuid.UUID
+    api_key_id: uuid.UUID | None = Field(
+        description="The key that posted it; null for what the service posts itself (the "
+        "release of an expired hold)."
+    )
     reference: str | None
     description: str | None
     purchase_amount: int | None
