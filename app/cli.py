@@ -1,4 +1,5 @@
-"""`loyalty-ledger`: serve, migrate, audit, sweep expired holds, and manage API keys."""
+"""`loyalty-ledger`: serve, migrate, audit, the periodic jobs (sweep-holds, tiers), and manage
+API keys."""
 
 import asyncio
 import os
@@ -113,6 +114,24 @@ def serve(
 def audit() -> None:
     """Check the books: rebuild every balance from the entries and compare. Exit 1 on a finding."""
     from app.audit.service import audit as run_audit
+
+    report = _with_program(lambda engine, program: run_audit(engine, program.id))
+    typer.echo(report.model_dump_json(indent=2))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@cli.command("sweep-holds")
+def sweep_holds() -> None:
+    """Release every hold whose time to live ran out, visibly, in its card's history. Safe to
+    run from a scheduler while the service runs (which also sweeps, see HOLD_SWEEP_SECONDS)."""
+    from app.holds.expiry import sweep
+
+    typer.echo(f"released {_with_program(sweep)} expired holds")
+
+
+def _with_program(job: Any) -> Any:
+    """Run `job(engine, program)` against the configured database."""
     from app.db.engine import create_engine
     from app.programs.service import ensure_program
 
@@ -124,37 +143,20 @@ def audit() -> None:
         try:
             async with engine.begin() as conn:
                 program = await ensure_program(conn, settings)
-            return await run_audit(engine, program.id)
+            return await job(engine, program)
         finally:
             await engine.dispose()
 
-    report = asyncio.run(work())
-    typer.echo(report.model_dump_json(indent=2))
-    if not report.ok:
-        raise typer.Exit(1)
+    return asyncio.run(work())
 
 
-@cli.command("sweep-holds")
-def sweep_holds() -> None:
-    """Release every hold whose time to live ran out, visibly, in its card's history. Safe to
-    run from a scheduler while the service runs (which also sweeps, see HOLD_SWEEP_SECONDS)."""
-    from app.db.engine import create_engine
-    from app.holds.expiry import sweep
-    from app.programs.service import ensure_program
+@cli.command()
+def tiers() -> None:
+    """Review every card's tier against its qualifying spend now (cards move down only here).
+    Run it daily; safe while the service runs (which also reviews, see TIER_REVIEW_SECONDS)."""
+    from app.rules.review import review
 
-    settings = get_settings()
-    url = _database_url(settings)
-
-    async def work() -> int:
-        engine = create_engine(url, settings)
-        try:
-            async with engine.begin() as conn:
-                program = await ensure_program(conn, settings)
-            return await sweep(engine, program)
-        finally:
-            await engine.dispose()
-
-    typer.echo(f"released {asyncio.run(work())} expired holds")
+    typer.echo(f"{_with_program(review)} cards moved tier")
 
 
 @cli.command()

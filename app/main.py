@@ -15,17 +15,20 @@ from app.cards.router import router as cards_router
 from app.core.body_limit import BodySizeLimit
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
+from app.core.periodic import run_every
 from app.core.schemas import Problem
 from app.db.engine import create_engine
 from app.db.migrate import head_revision
 from app.health.router import router as health_router
-from app.holds.expiry import sweep_forever
+from app.holds.expiry import sweep
 from app.holds.router import router as holds_router
 from app.ledger.batcher import PostingBatcher
 from app.ledger.hot_http import HotRoutes
 from app.ledger.router import router as ledger_router
 from app.partners.router import router as partners_router
 from app.programs.service import ensure_program
+from app.rules.review import review
+from app.rules.router import router as rules_router
 
 
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:
@@ -49,18 +52,26 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             executors=settings.posting_executors,
             max_group=settings.posting_max_group,
         )
-        sweeper = None
-        if settings.hold_sweep_seconds > 0:
-            sweeper = asyncio.create_task(
-                sweep_forever(engine, app.state.program, settings.hold_sweep_seconds)
+        program = app.state.program
+        jobs = [
+            asyncio.create_task(run_every(name, every, job))
+            for name, every, job in (
+                (
+                    "expired holds released",
+                    settings.hold_sweep_seconds,
+                    lambda: sweep(engine, program),
+                ),
+                ("cards moved tier", settings.tier_review_seconds, lambda: review(engine, program)),
             )
+            if every > 0
+        ]
         try:
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            for job in jobs:
+                job.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                    await job
             await app.state.batcher.close()
             await engine.dispose()
 
@@ -92,6 +103,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         health_router,
         api_keys_router,
         partners_router,
+        rules_router,
         cards_router,
         ledger_router,
         holds_router,

@@ -89,6 +89,7 @@ async def seed(database_url: str, cards: int, partners: int) -> dict[str, Any]:
                             "cashback_bps": 200,
                         }
                     ),
+                    operator.id,
                 )
                 till = await create_key(
                     conn,

@@ -84,9 +84,13 @@ async def database_url(cluster_url: str, template_db: str) -> AsyncIterator[str]
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # No in-process hold sweep: tests run it explicitly (app/holds/expiry.py).
+    # No background jobs (hold sweep, tier review): tests run them explicitly.
     return Settings(  # type: ignore[call-arg]
-        database_url=database_url, program_currency="EUR", hold_sweep_seconds=0, _env_file=None
+        database_url=database_url,
+        program_currency="EUR",
+        hold_sweep_seconds=0,
+        tier_review_seconds=0,
+        _env_file=None,
     )
 
 

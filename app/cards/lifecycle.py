@@ -36,12 +36,14 @@ from app.core.config import Settings
 from app.core.ids import uuid7
 from app.db.session import driver_connection
 from app.holds import repository as holds
+from app.holds.expiry import release_lapsed
 from app.ledger import corrections
 from app.ledger import repository as ledger
 from app.ledger.errors import DuplicateReference, InsufficientBalance
 from app.ledger.schemas import CardBalances, TransferCreate, TransferRead
 from app.models.enums import Asset, CardKind, CardStatus, TransactionType
 from app.programs.service import ProgramContext
+from app.rules import service as rules
 
 
 @dataclass
@@ -62,8 +64,16 @@ class LockedCard:
 async def _lock(
     conn: AsyncConnection, program: ProgramContext, numbers: list[str]
 ) -> dict[str, LockedCard]:
+    """The cards, their accounts locked in id order. Their lapsed holds are released first, so
+    what moves is what the cards really have available."""
+    rows = await repository.lock_cards(conn, program.id, numbers)
+    with_holds = sorted({row.card_id for row in rows if row.held})
+    if with_holds:
+        released, _ = await release_lapsed(await driver_connection(conn), program, with_holds)
+        if released:
+            rows = await repository.lock_cards(conn, program.id, numbers)
     found: dict[str, LockedCard] = {}
-    for row in await repository.lock_cards(conn, program.id, numbers):
+    for row in rows:
         card = found.setdefault(
             row.card_number,
             LockedCard(row.card_id, row.card_number, row.status, row.kind, row.customer_reference),
@@ -195,8 +205,10 @@ async def replace(
     transaction_id = await _move(
         conn, program, principal, old, new, moved, f"card {old.card_number} replaced"
     )
-    # Open holds follow the value: the order can still be captured, from the new card.
+    # Open holds, the tier and qualifying spend follow the value: the order can still be
+    # captured, and the customer keeps their status.
     await holds.move_open(await driver_connection(conn), old.id, new.id)
+    await rules.move_tier(conn, program, old.id, new.id)
     await repository.close(conn, old.id, replaced_by=new.id)
     return 201, CardReplaced(
         old_card=await cards.get_card(conn, program, old.card_number),
@@ -236,6 +248,7 @@ async def merge(
         f"card {source.card_number} merged into {target.card_number}",
     )
     await holds.move_open(await driver_connection(conn), source.id, target.id)
+    await rules.move_tier(conn, program, source.id, target.id)
     await repository.close(conn, source.id, replaced_by=target.id)
     return 200, CardMerged(
         card=await cards.get_card(conn, program, target.card_number),

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from app.core.schemas import CardNumber, RequestModel, ResponseModel
 from app.models.enums import CardKind, CardStatus
+from app.rules.schemas import CardTierRead
 
 
 class CardCreate(RequestModel):
@@ -37,6 +38,9 @@ class CardRead(ResponseModel):
     closed_at: datetime | None = None
     replaced_by: str | None = Field(
         default=None, description="Closed cards that were replaced or merged: the card now."
+    )
+    tier: CardTierRead | None = Field(
+        default=None, description="Where the card stands on the tier ladder, once there is one."
     )
 
 

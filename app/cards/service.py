@@ -15,12 +15,14 @@ from app.core.config import Settings
 from app.core.errors import Forbidden
 from app.models.enums import Asset, CardKind, CardStatus
 from app.programs.service import ProgramContext
+from app.rules import service as rules
+from app.rules.schemas import CardTierRead
 
 # Random 15-digit bodies collide rarely; a few tries make a collision practically impossible.
 _GENERATION_ATTEMPTS = 5
 
 
-def _read(row: Row[tuple[object, ...]], currency: str) -> CardRead:
+def _read(row: Row[tuple[object, ...]], currency: str, tier: CardTierRead | None) -> CardRead:
     m = row._mapping
     return CardRead(
         card_number=m["card_number"],
@@ -33,6 +35,7 @@ def _read(row: Row[tuple[object, ...]], currency: str) -> CardRead:
         created_at=m["created_at"],
         closed_at=m["closed_at"],
         replaced_by=m["replaced_by"],
+        tier=tier,
     )
 
 
@@ -74,7 +77,8 @@ async def get_card(conn: AsyncConnection, program: ProgramContext, card_number: 
     row = await repository.get(conn, program.id, card_number)
     if row is None:
         raise CardNotFound()
-    return _read(row, program.currency)
+    tier = await rules.card_tier(conn, program, int(str(row._mapping["id"])))
+    return _read(row, program.currency, tier)
 
 
 async def set_status(

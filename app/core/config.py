@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Every process releases holds whose time to live ran out this often (0: never; then run
     # `loyalty-ledger sweep-holds` from a scheduler). Lapsed holds stop counting at once anyway.
     hold_sweep_seconds: float = Field(default=60.0, ge=0)
+    # Every process reviews the cards' tiers this often (0: never; then run
+    # `loyalty-ledger tiers` daily). Purchases move cards up at once; the review moves them down.
+    tier_review_seconds: float = Field(default=6 * 3600.0, ge=0)
 
     db_pool_size: int = 20
     db_max_overflow: int = 10

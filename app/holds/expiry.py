@@ -9,17 +9,12 @@
   locking their cards, and a hold is released once.
 """
 
-import asyncio
-import logging
-
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.holds import postings, repository
 from app.models.enums import HoldStatus
 from app.programs.service import ProgramContext
-
-log = logging.getLogger(__name__)
 
 EXPIRED = "hold expired"
 
@@ -55,15 +50,3 @@ async def sweep(engine: AsyncEngine, program: ProgramContext, page: int = 200) -
                 await repository.lock_cards(raw, cards)
                 count, _ = await release_lapsed(raw, program, cards)
                 released += count
-
-
-async def sweep_forever(engine: AsyncEngine, program: ProgramContext, every: float) -> None:
-    """The in-process sweep: every `every` seconds; a failure is logged and retried next time."""
-    while True:
-        await asyncio.sleep(every)
-        try:
-            count = await sweep(engine, program)
-            if count:
-                log.info("released %d expired holds", count)
-        except Exception:
-            log.exception("hold sweep failed; retrying in %s s", every)

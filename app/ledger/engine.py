@@ -8,19 +8,23 @@ The order of work for a group:
   3. load the context of every posting (one statement) and apply the rules (rules.py);
   4. lock the card accounts involved, in id order (one statement); release the lapsed holds
      of those cards that have holds (two more, only then);
-  5. in request order, check each posting against its card's balance as left by the postings
-     before it, and compute the new balances;
-  6. write balances, transactions, entries and answers (one statement).
+  5. in request order, add each purchase's tier bonus, check each posting against its card's
+     balance as left by the postings before it, and compute the new balances and tiers;
+  6. in a program with tiers, read the tier and qualifying spend of the cards with purchases
+     (one statement, only then);
+  7. write balances, transactions, entries, what each rule earned, qualifying spend, tier
+     moves and answers (one statement).
 The caller commits. Refusals are answers like any other: they are stored with their key.
 """
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app.auth.deps import Principal
 from app.cards.errors import CardClosed
@@ -36,6 +40,7 @@ from app.ledger.rules import (
     Intent,
     Plan,
     PostingRequest,
+    add_tier_bonus,
     answer_for,
     card_closed,
     intent_for,
@@ -44,6 +49,7 @@ from app.ledger.rules import (
 from app.ledger.schemas import RedemptionCreate
 from app.models.enums import ApiKeyRole, Asset
 from app.programs.service import ProgramContext
+from app.rules.tiers import Ladder, Tier
 
 MAX_BALANCE = 2**63 - 1
 
@@ -140,10 +146,10 @@ async def _post_group(
             state.intent = intent_for(state.item.request, state.principal, program, settings)
         except AppError as exc:
             state.outcome = refusal(exc)
-    balances, now = await _plan(conn, program, [s for s in to_plan if s.intent is not None])
+    balances, now, tiers = await _plan(conn, program, [s for s in to_plan if s.intent is not None])
 
     planned = [s for s in states if s.plan is not None]
-    postings = _apply(program, planned, balances, now)
+    postings = _apply(program, planned, balances, now, tiers)
 
     if atomic and any(s.outcome is not None and s.outcome.status >= 400 for s in states):
         return [_not_posted_if_atomic(s) for s in states]
@@ -155,9 +161,17 @@ async def _post_group(
         assert state.outcome is not None
         if state.claim is not None:
             answers.append((*state.claim, state.outcome.status, state.outcome.body))
-    if postings.transactions or answers:
+    if postings.transactions or answers or postings.spend:
         await repository.write(
-            conn, program.id, postings.balances, postings.transactions, postings.entries, answers
+            conn,
+            program.id,
+            postings.balances,
+            postings.transactions,
+            postings.entries,
+            answers,
+            postings.earnings,
+            [(card, month, amount) for (card, month), amount in postings.spend.items()],
+            list(postings.tiers.items()),
         )
     return [s.outcome for s in states if s.outcome is not None]
 
@@ -229,13 +243,24 @@ def _same_key_outcome(state: _State, first: _State) -> Outcome:
     return Outcome(first.outcome.status, first.outcome.body, replayed=True)
 
 
+@dataclass
+class _Tiers:
+    """The tier ladder, and the tier and qualifying spend of each card a purchase is for, as
+    the postings of the group before change them."""
+
+    ladder: Ladder
+    cards: dict[int, list[Any]]
+    """card id -> [tier code, qualifying spend]"""
+
+
 async def _plan(
     conn: asyncpg.Connection, program: ProgramContext, states: list[_State]
-) -> tuple[dict[int, int], datetime | None]:
+) -> tuple[dict[int, int], datetime | None, _Tiers | None]:
     """Load every posting's context and lock its card's accounts (one statement), apply the
-    rules; return the locked balances and the transaction's time."""
+    rules; return the locked balances, the transaction's time and, when the program has a
+    tier ladder and the group has purchases, the cards' tiers."""
     if not states:
-        return {}, None
+        return {}, None, None
     rows = []
     for index, state in enumerate(states):
         intent = state.intent
@@ -271,7 +296,25 @@ async def _plan(
         found = await repository.successors(conn, [card_id for _, card_id in closed])
         for state, card_id in closed:
             state.outcome = refusal(card_closed(found.get(card_id)))
-    return balances, now
+    return balances, now, await _tiers(conn, program, states, context)
+
+
+async def _tiers(
+    conn: asyncpg.Connection,
+    program: ProgramContext,
+    states: list[_State],
+    context: dict[int, dict[str, Any]],
+) -> _Tiers | None:
+    """One more statement, only for a group with purchases in a program with tiers."""
+    purchases = {s.plan.card_id for s in states if s.plan is not None and s.plan.eligible}
+    if not purchases or context[0]["ladder_version"] is None:
+        return None
+    rows = await repository.tier_state(conn, program.id, sorted(purchases))
+    first = rows[0]
+    ladder = Ladder.from_stored(
+        first["version"], first["window_months"], orjson.loads(first["tiers"])
+    )
+    return _Tiers(ladder, {r["card_id"]: [r["tier"], r["spend"]] for r in rows})
 
 
 @dataclass
@@ -279,6 +322,43 @@ class _Postings:
     balances: dict[int, int] = field(default_factory=dict)
     transactions: list[tuple[Any, ...]] = field(default_factory=list)
     entries: list[tuple[uuid.UUID, int, str, int]] = field(default_factory=list)
+    earnings: list[tuple[Any, ...]] = field(default_factory=list)
+    spend: dict[tuple[int, date], int] = field(default_factory=dict)
+    """(card id, first day of the month) -> qualifying spend to add"""
+    tiers: dict[int, str] = field(default_factory=dict)
+    """card id -> its new tier"""
+
+
+def _with_tier(plan: Plan, program: ProgramContext, tiers: _Tiers | None) -> Tier | None:
+    """Add the card's tier bonus to a purchase; returns the tier it earned at."""
+    if tiers is None or not plan.eligible:
+        return None
+    code, spend = tiers.cards[plan.card_id]
+    tier = tiers.ladder.current(code, spend)
+    add_tier_bonus(plan, program, tiers.ladder, tier)
+    return tier
+
+
+def _count_spend(
+    plan: Plan, tier: Tier | None, tiers: _Tiers | None, occurred_at: datetime, out: _Postings
+) -> None:
+    """A posted purchase adds to the card's qualifying spend, and moves it up if it crossed
+    a threshold (the purchase itself earned at the tier before)."""
+    if not plan.eligible:
+        return
+    utc = occurred_at.astimezone(UTC)
+    month = date(utc.year, utc.month, 1)
+    key = (plan.card_id, month)
+    out.spend[key] = out.spend.get(key, 0) + plan.eligible
+    if tiers is None or tier is None:
+        return
+    card = tiers.cards[plan.card_id]
+    card[1] += plan.eligible
+    after = tiers.ladder.current(tier.code, card[1])
+    if after.code != card[0]:
+        out.tiers[plan.card_id] = after.code
+    card[0] = after.code
+    plan.tier = {"code": after.code, "upgraded_from": tier.code if after != tier else None}
 
 
 def _apply(
@@ -286,6 +366,7 @@ def _apply(
     planned: list[_State],
     balances: dict[int, int],
     now: datetime | None,
+    tiers: _Tiers | None,
 ) -> _Postings:
     """Check each plan against its card's balance, in request order, and collect the writes."""
     postings = _Postings()
@@ -303,8 +384,11 @@ def _apply(
                 )
             )
             continue
+        tier = _with_tier(plan, program, tiers)
         card_legs = plan.legs[::2]
-        new = {account: balances[account] + amount for account, _, amount in card_legs}
+        new: dict[int, int] = {}
+        for account, _, amount in card_legs:
+            new[account] = new.get(account, balances[account]) + amount
         # Only a debit can be short: a card in clawback debt still earns (paying the debt off).
         short = [(a, asset) for a, asset, amount in card_legs if amount < 0 and new[a] < 0]
         if short:
@@ -329,6 +413,7 @@ def _apply(
             continue
         balances.update(new)
         occurred_at = intent.occurred_at or now
+        _count_spend(plan, tier, tiers, occurred_at, postings)
         transaction_id = None
         if plan.legs:
             transaction_id = uuid7()
@@ -346,9 +431,21 @@ def _apply(
                     intent.currency,
                     intent.description,
                     occurred_at,
+                    plan.eligible,
                 )
             )
             postings.entries += [(transaction_id, a, asset, amt) for a, asset, amt in plan.legs]
+            postings.earnings += [
+                (
+                    transaction_id,
+                    r["rule"],
+                    r["rule_ref"],
+                    r["rule_version"],
+                    r["points"],
+                    r["cashback"],
+                )
+                for r in plan.applied or []
+            ]
         card = {
             "points": balances[plan.card_accounts[Asset.POINTS]],
             "cashback": balances[plan.card_accounts[Asset.CASHBACK]],

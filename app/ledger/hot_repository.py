@@ -3,7 +3,7 @@
 read. Here SQLAlchemy's per-statement overhead would cost more than the SQL itself."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -56,7 +56,9 @@ CONTEXT_AND_LOCK = """
            (lp.closed_at IS NOT NULL OR lc.closed_at IS NOT NULL) AS card_closed_now,
            (lp.held > 0 OR lc.held > 0) AS card_has_holds,
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
+           p.earn_rule_version, p.excluded_categories, p.excluded_skus,
            p.can_earn, p.can_redeem,
+           (SELECT max(version) FROM tier_ladders WHERE program_id = $7) AS ladder_version,
            pp.id AS counter_points_account, pc.id AS counter_cashback_account,
            coalesce(dp.id, dop.id) AS duplicate_id,
            (SELECT count(*) FROM locked) AS locked_count,
@@ -97,13 +99,13 @@ WRITE = """
     posted AS (
         INSERT INTO transactions
             (id, program_id, type, card_id, partner_id, api_key_id, reference,
-             purchase_amount, currency, description, occurred_at)
+             purchase_amount, currency, description, occurred_at, eligible_amount)
         SELECT t.id, $3, t.type, t.card_id, t.partner_id, t.api_key_id, t.reference,
-               t.purchase_amount, t.currency, t.description, t.occurred_at
+               t.purchase_amount, t.currency, t.description, t.occurred_at, t.eligible_amount
         FROM unnest($4::uuid[], $5::text[], $6::bigint[], $7::uuid[], $8::uuid[], $9::text[],
-                    $10::bigint[], $11::text[], $12::text[], $13::timestamptz[])
+                    $10::bigint[], $11::text[], $12::text[], $13::timestamptz[], $22::bigint[])
              AS t(id, type, card_id, partner_id, api_key_id, reference, purchase_amount,
-                  currency, description, occurred_at)
+                  currency, description, occurred_at, eligible_amount)
     ),
     legs AS (
         INSERT INTO entries (transaction_id, account_id, asset, amount)
@@ -114,9 +116,47 @@ WRITE = """
         FROM unnest($18::uuid[], $19::text[], $20::int[], $21::bytea[])
              AS v(api_key_id, key, status, body)
         WHERE i.api_key_id = v.api_key_id AND i.key = v.key
+    ),
+    earned AS (
+        INSERT INTO earnings (transaction_id, rule, rule_ref, rule_version, points, cashback)
+        SELECT * FROM unnest($23::uuid[], $24::text[], $25::text[], $26::int[], $27::bigint[],
+                             $28::bigint[])
+    ),
+    spend AS (
+        INSERT INTO card_spend (card_id, month, amount)
+        SELECT * FROM unnest($29::bigint[], $30::date[], $31::bigint[])
+        ON CONFLICT (card_id, month) DO UPDATE SET amount = card_spend.amount + EXCLUDED.amount
+    ),
+    tiers AS (
+        UPDATE cards c SET tier = v.tier, tier_since = now()
+        FROM unnest($32::bigint[], $33::text[]) AS v(id, tier)
+        WHERE c.id = v.id
     )
     SELECT 1
 """
+
+# The tier ladder and, per card, its tier and qualifying spend over the ladder's window. Read
+# after the cards' accounts are locked (a statement of its own, so a fresh snapshot): whatever
+# changes a card's tier or spend holds those locks, so this is current.
+TIER_STATE = """
+    WITH ladder AS (
+        SELECT version, window_months, tiers::text AS tiers FROM tier_ladders
+        WHERE program_id = $1 ORDER BY version DESC LIMIT 1
+    )
+    SELECT ladder.version, ladder.window_months, ladder.tiers, c.id AS card_id, c.tier,
+           (SELECT coalesce(sum(s.amount), 0) FROM card_spend s
+            WHERE s.card_id = c.id
+              AND s.month >= (date_trunc('month', now())
+                              - make_interval(months => ladder.window_months - 1))::date)
+           AS spend
+    FROM ladder, cards c WHERE c.id = ANY($2::bigint[])
+"""
+
+
+async def tier_state(
+    conn: asyncpg.Connection, program_id: int, card_ids: list[int]
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(TIER_STATE, program_id, card_ids))
 
 
 # A till's balance check in one statement: the key, the card, its balances and holds. Holds
@@ -213,6 +253,9 @@ async def write(
     transactions: list[tuple[Any, ...]],
     entries: list[tuple[uuid.UUID, int, str, int]],
     stored_answers: list[tuple[uuid.UUID, str, int, bytes]],
+    earnings: list[tuple[Any, ...]],
+    spend: list[tuple[int, date, int]],
+    tiers: list[tuple[int, str]],
 ) -> None:
     def cols(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
         return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
@@ -222,7 +265,11 @@ async def write(
         list(balances),
         list(balances.values()),
         program_id,
-        *cols(transactions, 10),
+        *cols([t[:10] for t in transactions], 10),
         *cols(entries, 4),
         *cols(stored_answers, 4),
+        [t[10] for t in transactions],
+        *cols(earnings, 6),
+        *cols(spend, 3),
+        *cols(tiers, 2),
     )

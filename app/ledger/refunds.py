@@ -34,7 +34,9 @@ async def refund_redemption(
     original = await corrections.original(conn, program, principal, redemption_id)
     if original.type not in _SPENDING:
         raise NotARedemption(f"Transaction {redemption_id} is a {original.type}.")
-    card_id, card_number, accounts = await corrections.lock_current_card(conn, original.card_id)
+    card_id, card_number, accounts = await corrections.lock_current_card(
+        conn, program, original.card_id
+    )
     # The leg that received what was spent: the partner's (or the operator's) redeemed account.
     # (A capture spent from the held account, not the card's: the refund goes to the card.)
     counter_leg = next(

@@ -105,13 +105,13 @@ async def operator_reference_exists(
 # that committed while we waited is seen).
 CORRECTION_TARGET = text("""
     SELECT t.id, t.type, t.card_id, t.partner_id, t.purchase_amount, t.currency,
-           c.card_number, c.status
+           t.eligible_amount, t.occurred_at, c.card_number, c.status
     FROM transactions t JOIN cards c ON c.id = t.card_id
     WHERE t.id = :id AND t.program_id = :program_id
 """)
 
 LOCK_CARD_ACCOUNTS = text("""
-    SELECT id, asset, balance, closed_at FROM accounts
+    SELECT id, asset, balance, held, closed_at FROM accounts
     WHERE card_id = :card_id ORDER BY id FOR NO KEY UPDATE
 """)
 
@@ -241,23 +241,29 @@ async def write_posting(
 
 # Goods returned against an accrual so far (read under the card's lock, like every return).
 PURCHASE_RETURNS = text("""
-    SELECT coalesce(sum(amount), 0) AS returned,
-           bool_or(reference = :reference) AS reference_taken
-    FROM purchase_returns WHERE accrual_id = :accrual_id
+    SELECT (SELECT coalesce(sum(amount), 0) FROM purchase_returns
+            WHERE accrual_id = :accrual_id) AS returned,
+           EXISTS (SELECT 1 FROM purchase_returns
+                   WHERE partner_id = :partner_id AND reference = :reference) AS reference_taken
 """)
 
 INSERT_PURCHASE_RETURN = text("""
-    INSERT INTO purchase_returns (id, accrual_id, amount, transaction_id, api_key_id, reference)
-    VALUES (:id, :accrual_id, :amount, :transaction_id, :api_key_id, :reference)
+    INSERT INTO purchase_returns (id, accrual_id, partner_id, amount, transaction_id,
+                                  api_key_id, reference)
+    VALUES (:id, :accrual_id, :partner_id, :amount, :transaction_id, :api_key_id, :reference)
     RETURNING created_at
 """)
 
 
 async def purchase_returns(
-    conn: AsyncConnection, accrual_id: uuid.UUID, reference: str | None
+    conn: AsyncConnection,
+    accrual_id: uuid.UUID,
+    partner_id: uuid.UUID | None,
+    reference: str | None,
 ) -> tuple[int, bool]:
-    """What was returned of the purchase so far, and whether `reference` was one of them."""
-    params = {"accrual_id": accrual_id, "reference": reference}
+    """What was returned of the purchase so far, and whether the partner already used
+    `reference` for a return."""
+    params = {"accrual_id": accrual_id, "partner_id": partner_id, "reference": reference}
     row = (await conn.execute(PURCHASE_RETURNS, params)).one()
     return int(row.returned), bool(row.reference_taken)
 

@@ -32,6 +32,7 @@ from app.ledger.errors import (
 from app.ledger.schemas import AssetAmounts, PurchaseReturnCreate, PurchaseReturnRead
 from app.models.enums import AccountKind, TransactionType
 from app.programs.service import ProgramContext
+from app.rules import repository as rules
 
 
 def taken_back(earned: int, purchase: int, returned_before: int, returning: int) -> int:
@@ -49,7 +50,9 @@ async def return_goods(
     original = await corrections.original(conn, program, principal, accrual_id)
     if original.type != TransactionType.ACCRUAL or original.purchase_amount is None:
         raise NotAPurchase(f"Transaction {accrual_id} is a {original.type}.")
-    card_id, card_number, accounts = await corrections.lock_current_card(conn, original.card_id)
+    card_id, card_number, accounts = await corrections.lock_current_card(
+        conn, program, original.card_id
+    )
     reversal = await repository.existing_reversal(conn, accrual_id)
     if reversal is not None:
         raise AlreadyReversed(
@@ -57,7 +60,9 @@ async def return_goods(
             transaction_id=str(reversal),
         )
     purchase = original.purchase_amount
-    returned, reference_taken = await repository.purchase_returns(conn, accrual_id, req.reference)
+    returned, reference_taken = await repository.purchase_returns(
+        conn, accrual_id, original.partner_id, req.reference
+    )
     if reference_taken:
         raise DuplicateReference(f"Return {req.reference!r} was already posted.")
     if returned + req.amount > purchase:
@@ -103,15 +108,25 @@ async def return_goods(
             balances,
             legs,
         )
+    if original.eligible_amount:
+        # The return also takes back qualifying spend, in the same proportion, from the month
+        # of the purchase (the card does not move down before the tier review).
+        spend = taken_back(original.eligible_amount, purchase, returned, req.amount)
+        if spend:
+            await rules.add_spend(conn, card_id, original.occurred_at, -spend)
     return_id = uuid7()
-    posted_at = await repository.insert_purchase_return(
-        conn,
-        id=return_id,
-        accrual_id=accrual_id,
-        amount=req.amount,
-        transaction_id=transaction_id,
-        api_key_id=principal.api_key_id,
-        reference=req.reference,
+    posted_at = await corrections.guard_reference(
+        repository.insert_purchase_return(
+            conn,
+            id=return_id,
+            accrual_id=accrual_id,
+            partner_id=original.partner_id,
+            amount=req.amount,
+            transaction_id=transaction_id,
+            api_key_id=principal.api_key_id,
+            reference=req.reference,
+        ),
+        req.reference,
     )
     after = {a.asset: balances.get(a.id, a.balance) for a in accounts}
     return 201, PurchaseReturnRead(

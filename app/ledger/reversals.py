@@ -36,7 +36,7 @@ async def reverse(
     if original.type not in _REVERSIBLE:
         raise NotReversible(f"A {original.type} cannot be reversed.")
     accounts = await corrections.lock_open_card(
-        conn, original.card_id, original.card_number, original.status
+        conn, program, original.card_id, original.card_number, original.status
     )
     earlier = await repository.existing_reversal(conn, transaction_id)
     if earlier is not None:
@@ -46,7 +46,7 @@ async def reverse(
         if refunded:
             raise AlreadyRefunded(refunded=refunded)
     if original.type == TransactionType.ACCRUAL:
-        returned, _ = await repository.purchase_returns(conn, transaction_id, None)
+        returned, _ = await repository.purchase_returns(conn, transaction_id, None, None)
         if returned:
             raise AlreadyRefunded(
                 "Goods of this purchase were returned: return the rest instead of reversing it.",

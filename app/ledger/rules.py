@@ -11,7 +11,6 @@ from app.auth.deps import Principal
 from app.cards.errors import CardBlocked, CardClosed, CardNotFound
 from app.core.config import Settings
 from app.core.errors import Forbidden
-from app.ledger.earn import EarnRates, earn_for_purchase
 from app.ledger.errors import (
     CurrencyMismatch,
     DuplicateReference,
@@ -28,6 +27,8 @@ from app.ledger.schemas import (
 from app.models.enums import AccountKind, Asset, CardStatus, TransactionType
 from app.partners.errors import PartnerNotFound
 from app.programs.service import ProgramContext
+from app.rules.earn import EarnRates, Exclusions, Line, earn_for_purchase, eligible_amount
+from app.rules.tiers import Ladder, Tier, tier_bonus
 
 PostingRequest = PurchaseAccrualCreate | AwardAccrualCreate | RedemptionCreate
 
@@ -63,6 +64,12 @@ class Plan:
     legs: list[Leg]
     earned: dict[str, int] | None = None
     """{"points": ..., "cashback": ...}"""
+    eligible: int | None = None
+    """Purchases: what of the amount earns (and qualifies for tiers)."""
+    applied: list[dict[str, Any]] | None = None
+    """Purchases: each rule that applied, in the shape of AppliedRule."""
+    tier: dict[str, Any] | None = None
+    """Purchases, with a tier ladder: the shape of TierState."""
 
 
 def card_closed(replaced_by: str | None) -> CardClosed:
@@ -148,6 +155,38 @@ def _pair(card_account: int, counter_account: int, asset: Asset, amount: int) ->
     return [(card_account, asset.value, amount), (counter_account, asset.value, -amount)]
 
 
+def _credit(plan: Plan, counters: tuple[int, int], points: int, cashback: int) -> None:
+    """Credit the card, from the counter accounts (points, cashback) that fund it."""
+    if points:
+        plan.legs += _pair(plan.card_accounts["points"], counters[0], Asset.POINTS, points)
+    if cashback:
+        plan.legs += _pair(plan.card_accounts["cashback"], counters[1], Asset.CASHBACK, cashback)
+    earned = plan.earned or {"points": 0, "cashback": 0}
+    plan.earned = {"points": earned["points"] + points, "cashback": earned["cashback"] + cashback}
+
+
+def add_tier_bonus(plan: Plan, program: ProgramContext, ladder: Ladder, tier: Tier) -> None:
+    """The card's tier adds to what the partner's rule granted; the operator funds it."""
+    assert plan.applied is not None and plan.eligible is not None
+    bonus = tier_bonus(tier, plan.applied[0]["points"], plan.eligible)
+    if not (bonus.points or bonus.cashback):
+        return
+    counters = (
+        program.operator_account(AccountKind.OPERATOR_ISSUED, Asset.POINTS),
+        program.operator_account(AccountKind.OPERATOR_ISSUED, Asset.CASHBACK),
+    )
+    _credit(plan, counters, bonus.points, bonus.cashback)
+    plan.applied.append(
+        {
+            "rule": "tier",
+            "rule_ref": tier.code,
+            "rule_version": ladder.version,
+            "points": bonus.points,
+            "cashback": bonus.cashback,
+        }
+    )
+
+
 def plan_for(
     intent: Intent,
     request: PostingRequest,
@@ -181,23 +220,30 @@ def plan_for(
     if isinstance(request, PurchaseAccrualCreate):
         if not ctx["can_earn"]:
             raise PartnerCannotEarn()
+        excluded = Exclusions(
+            frozenset(ctx["excluded_categories"]), frozenset(ctx["excluded_skus"])
+        )
+        lines = None
+        if request.lines is not None:
+            lines = [Line(line.sku, line.category, line.amount) for line in request.lines]
+        plan.eligible = eligible_amount(request.amount, lines, request.redeemed_amount, excluded)
         rates = EarnRates(ctx["earn_points"], ctx["earn_per_amount"], ctx["cashback_bps"])
-        earned = earn_for_purchase(request.amount, rates)
-        if earned.points:
-            plan.legs += _pair(
-                ctx["card_points_account"],
-                ctx["counter_points_account"],
-                Asset.POINTS,
-                earned.points,
-            )
-        if earned.cashback:
-            plan.legs += _pair(
-                ctx["card_cashback_account"],
-                ctx["counter_cashback_account"],
-                Asset.CASHBACK,
-                earned.cashback,
-            )
-        plan.earned = {"points": earned.points, "cashback": earned.cashback}
+        earned = earn_for_purchase(plan.eligible, rates)
+        _credit(
+            plan,
+            (ctx["counter_points_account"], ctx["counter_cashback_account"]),
+            earned.points,
+            earned.cashback,
+        )
+        plan.applied = [
+            {
+                "rule": "base",
+                "rule_ref": str(intent.partner_id),
+                "rule_version": ctx["earn_rule_version"],
+                "points": earned.points,
+                "cashback": earned.cashback,
+            }
+        ]
     elif isinstance(request, AwardAccrualCreate):
         counter = program.operator_account(AccountKind.OPERATOR_ISSUED, Asset.POINTS)
         plan.legs = _pair(ctx["card_points_account"], counter, Asset.POINTS, request.points)
@@ -253,6 +299,9 @@ def answer_for(
         "occurred_at": occurred_at,
         "posted_at": posted_at,
         "earned": plan.earned,
+        "eligible_amount": plan.eligible,
+        "applied": plan.applied or [],
+        "tier": plan.tier,
         "balance": balances,
         "currency": program.currency,
     }

@@ -2,7 +2,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from app.core.schemas import (
     MAX_AMOUNT,
@@ -24,8 +24,19 @@ OccurredAt = Annotated[
 ]
 
 
+class BasketLine(RequestModel):
+    sku: Annotated[str, Field(min_length=1, max_length=64, examples=["GIFTCARD-50"])]
+    category: Annotated[str, Field(min_length=1, max_length=64, examples=["gift_cards"])] | None = (
+        None
+    )
+    amount: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)] = Field(
+        description="The line's total, in minor units."
+    )
+
+
 class PurchaseAccrualCreate(RequestModel):
-    """A purchase at a partner: earns by that partner's rates."""
+    """A purchase at a partner: earns by that partner's earn rule, the card's tier and the
+    program's campaigns."""
 
     kind: Literal["purchase"]
     card_number: CardNumber
@@ -38,6 +49,23 @@ class PurchaseAccrualCreate(RequestModel):
         description="Operator keys: the partner where the purchase happened. Partner keys post "
         "as their own partner and may omit it.",
     )
+    lines: Annotated[list[BasketLine], Field(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="The basket, when the till has it: lines in the partner's excluded "
+        "categories or SKUs earn nothing. Their amounts must add up to `amount`.",
+    )
+    redeemed_amount: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)] = Field(
+        default=0,
+        description="The part of `amount` paid with points or cashback: it earns nothing.",
+    )
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> "PurchaseAccrualCreate":
+        if self.redeemed_amount > self.amount:
+            raise ValueError("redeemed_amount cannot exceed amount")
+        if self.lines is not None and sum(line.amount for line in self.lines) != self.amount:
+            raise ValueError("the lines' amounts must add up to amount")
+        return self
 
 
 class AwardAccrualCreate(RequestModel):
@@ -59,6 +87,25 @@ class AssetAmounts(ResponseModel):
     cashback: int = Field(description="Minor units of the program currency.")
 
 
+class AppliedRule(ResponseModel):
+    """What one rule added to a purchase."""
+
+    rule: Literal["base", "tier"] = Field(
+        description="`base`: the partner's earn rule; `tier`: the card's tier bonus."
+    )
+    rule_ref: str = Field(description="The partner's id, or the tier's code.")
+    rule_version: int = Field(description="The earn rule's, or the tier ladder's, version.")
+    points: int
+    cashback: int
+
+
+class TierState(ResponseModel):
+    code: str = Field(description="The card's tier after this purchase.")
+    upgraded_from: str | None = Field(
+        description="Set when this purchase moved the card up (from this tier; null: none)."
+    )
+
+
 class AccrualRead(ResponseModel):
     transaction_id: uuid.UUID | None = Field(
         description="Null when the purchase earned nothing (then nothing is posted, status 200)."
@@ -70,6 +117,14 @@ class AccrualRead(ResponseModel):
     occurred_at: datetime
     posted_at: datetime | None
     earned: AssetAmounts
+    eligible_amount: int | None = Field(
+        description="Purchases: what of the amount earned, after excluded lines and the part "
+        "paid with points or cashback. It counts as qualifying spend for tiers."
+    )
+    applied: list[AppliedRule] = Field(
+        description="Purchases: each rule that applied and what it added; they sum to `earned`."
+    )
+    tier: TierState | None = Field(description="Purchases, once the program has tiers.")
     balance: AssetAmounts
     currency: str
 

@@ -3,24 +3,29 @@
 from app.models.account import Account
 from app.models.api_key import ApiKey
 from app.models.base import Base
-from app.models.card import Card
+from app.models.card import Card, CardSpend
 from app.models.hold import Hold
 from app.models.idempotency import IdempotencyRecord
-from app.models.partner import Partner
+from app.models.partner import EarnRule, Partner
 from app.models.program import Program
 from app.models.purchase_return import PurchaseReturn
-from app.models.transaction import Entry, Transaction
+from app.models.tier_ladder import TierLadder
+from app.models.transaction import Earning, Entry, Transaction
 
 __all__ = [
     "Account",
     "ApiKey",
     "Base",
     "Card",
+    "CardSpend",
+    "EarnRule",
+    "Earning",
     "Entry",
     "Hold",
     "IdempotencyRecord",
     "Partner",
     "Program",
     "PurchaseReturn",
+    "TierLadder",
     "Transaction",
 ]

@@ -1,9 +1,10 @@
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     SmallInteger,
@@ -42,7 +43,24 @@ class Card(Base):
     replaced_by_card_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("cards.id"))
     """Closed cards that were replaced or merged: the card that holds their value now."""
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    tier: Mapped[str | None] = mapped_column(String(32))
+    """The card's tier code in the program's ladder (NULL: no ladder yet, or the lowest tier
+    before the card's first purchase). Up at once when a purchase crosses a threshold; down
+    only by `loyalty-ledger tiers`."""
+    tier_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+
+
+class CardSpend(Base):
+    """Qualifying spend of a card per calendar month (UTC): the tier window sums the last N
+    months. Written under the card's account locks, with each purchase and return."""
+
+    __tablename__ = "card_spend"
+
+    card_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("cards.id"), primary_key=True)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    """The first day of the month."""
+    amount: Mapped[int] = mapped_column(BigInteger)

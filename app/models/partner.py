@@ -12,6 +12,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, created_at_column
@@ -38,6 +39,29 @@ class Partner(Base):
     """Spend, in minor units of the program currency, that earns `earn_points` points."""
     cashback_bps: Mapped[int] = mapped_column(Integer)
     """Cashback in basis points of the purchase amount (250 = 2.5%)."""
+    earn_rule_version: Mapped[int] = mapped_column(Integer, server_default="1")
+    """The current version of the partner's earn rule (earn_rules keeps every version; the
+    rates and exclusions here are that version's, for the posting engine)."""
+    excluded_categories: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    """Basket lines in these categories earn nothing (gift cards, tobacco)."""
+    excluded_skus: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
     can_earn: Mapped[bool] = mapped_column(Boolean)
     can_redeem: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class EarnRule(Base):
+    """One version of a partner's earn rule. Append-only: a change is a new version, and each
+    accrual records the version it earned by (`earnings`)."""
+
+    __tablename__ = "earn_rules"
+
+    partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    earn_points: Mapped[int] = mapped_column(Integer)
+    earn_per_amount: Mapped[int] = mapped_column(BigInteger)
+    cashback_bps: Mapped[int] = mapped_column(Integer)
+    excluded_categories: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    excluded_skus: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = created_at_column()

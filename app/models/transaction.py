@@ -8,6 +8,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Integer,
     SmallInteger,
     String,
     Uuid,
@@ -91,6 +92,9 @@ class Transaction(Base):
     purchase_amount: Mapped[int | None] = mapped_column(BigInteger)
     """Accruals: purchase amount in minor units of `currency`, as sent by the till."""
     currency: Mapped[str | None] = mapped_column(String(3))
+    eligible_amount: Mapped[int | None] = mapped_column(BigInteger)
+    """Accruals: what of the purchase earned, after excluded lines and the part paid with
+    points or cashback. It is the card's qualifying spend for tiers."""
     description: Mapped[str | None] = mapped_column(String(500))
     corrects_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("transactions.id"))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -124,3 +128,25 @@ class Entry(Base):
     asset: Mapped[str] = mapped_column(String(16))
     amount: Mapped[int] = mapped_column(BigInteger)
     """Points, or minor units of cashback; signed."""
+
+
+class Earning(Base):
+    """What one rule added to one accrual: the accrual's answer explains itself from these, and
+    the rules report sums them. Written with the accrual, never changed."""
+
+    __tablename__ = "earnings"
+    __table_args__ = (
+        CheckConstraint("rule IN ('base', 'tier')", name="rule_known"),
+        Index("ix_earnings_rule", "rule", "rule_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("transactions.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(16))
+    """`base` (the partner's earn rule) or `tier` (the card's tier bonus)."""
+    rule_ref: Mapped[str] = mapped_column(String(64))
+    """Which one: the partner's id, or the tier's code."""
+    rule_version: Mapped[int] = mapped_column(Integer)
+    """The earn rule's, or the tier ladder's, version."""
+    points: Mapped[int] = mapped_column(BigInteger)
+    cashback: Mapped[int] = mapped_column(BigInteger)

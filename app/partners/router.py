@@ -21,10 +21,10 @@ router = APIRouter(prefix="/v1/partners", tags=["partners"])
     responses=problem_responses(Unauthorized, Forbidden, ValidationFailed, PartnerCodeTaken),
 )
 async def create_partner(
-    body: PartnerCreate, conn: Conn, program: CurrentProgram, _: OperatorPrincipal
+    body: PartnerCreate, conn: Conn, program: CurrentProgram, principal: OperatorPrincipal
 ) -> PartnerRead:
-    """Add a business to the coalition, with its earn rates. Operator only."""
-    return await service.create_partner(conn, program.id, body)
+    """Add a business to the coalition, with its earn rule (version 1). Operator only."""
+    return await service.create_partner(conn, program.id, body, principal.api_key_id)
 
 
 @router.get(

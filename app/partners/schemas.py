@@ -15,6 +15,9 @@ class EarnRate(RequestModel):
     per_amount: Annotated[int, Field(strict=True, gt=0, le=10**12)]
 
 
+Codes = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=1_000)]
+
+
 class PartnerCreate(RequestModel):
     code: Annotated[
         str,
@@ -31,8 +34,34 @@ class PartnerCreate(RequestModel):
             description="Cashback in basis points of the purchase amount (250 = 2.5%).",
         ),
     ] = 0
+    excluded_categories: Codes = Field(
+        default_factory=list,
+        description="Basket lines in these categories earn nothing (gift cards, tobacco).",
+    )
+    excluded_skus: Codes = Field(
+        default_factory=list, description="Basket lines with these SKUs earn nothing."
+    )
     can_earn: Annotated[bool, Field(strict=True)] = True
     can_redeem: Annotated[bool, Field(strict=True)] = True
+
+
+class EarnRuleCreate(RequestModel):
+    """A new version of a partner's earn rule. It applies to purchases from now on; what past
+    purchases earned never changes."""
+
+    earn_rate: EarnRate
+    cashback_bps: Annotated[int, Field(strict=True, ge=0, le=10_000)] = 0
+    excluded_categories: Codes = Field(default_factory=list)
+    excluded_skus: Codes = Field(default_factory=list)
+
+
+class EarnRuleRead(ResponseModel):
+    version: int
+    earn_rate: "EarnRateRead"
+    cashback_bps: int
+    excluded_categories: list[str]
+    excluded_skus: list[str]
+    created_at: datetime
 
 
 class EarnRateRead(ResponseModel):
@@ -46,6 +75,9 @@ class PartnerRead(ResponseModel):
     name: str
     earn_rate: EarnRateRead
     cashback_bps: int
+    earn_rule_version: int
+    excluded_categories: list[str]
+    excluded_skus: list[str]
     can_earn: bool
     can_redeem: bool
     created_at: datetime

@@ -7,9 +7,10 @@ from app.models.enums import AccountKind, Asset
 from app.partners import repository
 from app.partners.errors import PartnerCodeTaken, PartnerNotFound
 from app.partners.schemas import EarnRateRead, PartnerCreate, PartnerRead
+from app.rules import repository as rules
 
 
-def _read(row: Row[tuple[object, ...]]) -> PartnerRead:
+def read(row: Row[tuple[object, ...]]) -> PartnerRead:
     m = row._mapping
     return PartnerRead(
         id=m["id"],
@@ -17,13 +18,18 @@ def _read(row: Row[tuple[object, ...]]) -> PartnerRead:
         name=m["name"],
         earn_rate=EarnRateRead(points=m["earn_points"], per_amount=m["earn_per_amount"]),
         cashback_bps=m["cashback_bps"],
+        earn_rule_version=m["earn_rule_version"],
+        excluded_categories=m["excluded_categories"],
+        excluded_skus=m["excluded_skus"],
         can_earn=m["can_earn"],
         can_redeem=m["can_redeem"],
         created_at=m["created_at"],
     )
 
 
-async def create_partner(conn: AsyncConnection, program_id: int, req: PartnerCreate) -> PartnerRead:
+async def create_partner(
+    conn: AsyncConnection, program_id: int, req: PartnerCreate, api_key_id: uuid.UUID | None
+) -> PartnerRead:
     row = await repository.insert(
         conn,
         program_id,
@@ -33,6 +39,8 @@ async def create_partner(conn: AsyncConnection, program_id: int, req: PartnerCre
             "earn_points": req.earn_rate.points,
             "earn_per_amount": req.earn_rate.per_amount,
             "cashback_bps": req.cashback_bps,
+            "excluded_categories": req.excluded_categories,
+            "excluded_skus": req.excluded_skus,
             "can_earn": req.can_earn,
             "can_redeem": req.can_redeem,
         },
@@ -46,11 +54,12 @@ async def create_partner(conn: AsyncConnection, program_id: int, req: PartnerCre
         [AccountKind.PARTNER_ISSUED.value, AccountKind.PARTNER_REDEEMED.value],
         [a.value for a in Asset],
     )
-    return _read(row)
+    await rules.first_earn_rule(conn, row.id, api_key_id)
+    return read(row)
 
 
 async def get_partner(conn: AsyncConnection, program_id: int, partner_id: uuid.UUID) -> PartnerRead:
     row = await repository.get(conn, program_id, partner_id)
     if row is None:
         raise PartnerNotFound()
-    return _read(row)
+    return read(row)

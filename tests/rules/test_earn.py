@@ -1,4 +1,4 @@
-"""What a purchase earns: unit tests of app/ledger/earn.py, and earning nothing over HTTP."""
+"""What a purchase earns: unit tests of app/rules/earn.py, and earning nothing over HTTP."""
 
 from fractions import Fraction
 
@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.schemas import MAX_AMOUNT
-from app.ledger.earn import Earned, EarnRates, earn_for_purchase
+from app.rules.earn import Earned, EarnRates, earn_for_purchase
 from tests.conftest import idem
 from tests.factories.cards import issue_card
 from tests.factories.partners import partner_with_key

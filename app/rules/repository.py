@@ -1,0 +1,157 @@
+"""The SQL of the rules: versions of partners' earn rules and of the tier ladder (both
+append-only), and what the tier review reads and moves."""
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+# A new version of a partner's earn rule: the partner row (locked by the UPDATE, so two
+# changes at once get consecutive versions) carries the current one for the posting engine.
+NEW_EARN_RULE = text("""
+    WITH current AS (
+        UPDATE partners
+        SET earn_points = :earn_points, earn_per_amount = :earn_per_amount,
+            cashback_bps = :cashback_bps, excluded_categories = :excluded_categories,
+            excluded_skus = :excluded_skus, earn_rule_version = earn_rule_version + 1
+        WHERE id = :partner_id AND program_id = :program_id
+        RETURNING id, earn_rule_version
+    )
+    INSERT INTO earn_rules (partner_id, version, earn_points, earn_per_amount, cashback_bps,
+                            excluded_categories, excluded_skus, api_key_id)
+    SELECT id, earn_rule_version, :earn_points, :earn_per_amount, :cashback_bps,
+           :excluded_categories, :excluded_skus, :api_key_id
+    FROM current
+    RETURNING version
+""")
+
+FIRST_EARN_RULE = text("""
+    INSERT INTO earn_rules (partner_id, version, earn_points, earn_per_amount, cashback_bps,
+                            excluded_categories, excluded_skus, api_key_id)
+    SELECT id, 1, earn_points, earn_per_amount, cashback_bps, excluded_categories,
+           excluded_skus, :api_key_id
+    FROM partners WHERE id = :partner_id
+""")
+
+EARN_RULES = text("""
+    SELECT r.version, r.earn_points, r.earn_per_amount, r.cashback_bps,
+           r.excluded_categories, r.excluded_skus, r.created_at
+    FROM earn_rules r JOIN partners p ON p.id = r.partner_id
+    WHERE r.partner_id = :partner_id AND p.program_id = :program_id
+    ORDER BY r.version DESC
+""")
+
+LOCK_PROGRAM = text("SELECT 1 FROM programs WHERE id = :program_id FOR UPDATE")
+
+NEW_LADDER = text("""
+    INSERT INTO tier_ladders (program_id, version, window_months, tiers, api_key_id)
+    SELECT :program_id, coalesce(max(version), 0) + 1, :window_months,
+           CAST(:tiers AS jsonb), :api_key_id
+    FROM tier_ladders WHERE program_id = :program_id
+    RETURNING version, window_months, tiers, created_at
+""")
+
+CURRENT_LADDER = text("""
+    SELECT version, window_months, tiers, created_at FROM tier_ladders
+    WHERE program_id = :program_id ORDER BY version DESC LIMIT 1
+""")
+
+# A card's qualifying spend over the window, and its tier.
+CARD_TIER = text("""
+    SELECT c.tier, c.tier_since,
+           (SELECT coalesce(sum(s.amount), 0) FROM card_spend s
+            WHERE s.card_id = c.id
+              AND s.month >= CAST(date_trunc('month', now())
+                                  - make_interval(months => :window_months - 1) AS date))
+           AS spend
+    FROM cards c WHERE c.id = :card_id
+""")
+
+
+async def new_earn_rule(conn: AsyncConnection, **values: Any) -> int | None:
+    row = (await conn.execute(NEW_EARN_RULE, values)).first()
+    return None if row is None else int(row.version)
+
+
+async def first_earn_rule(
+    conn: AsyncConnection, partner_id: uuid.UUID, api_key_id: uuid.UUID | None
+) -> None:
+    await conn.execute(FIRST_EARN_RULE, {"partner_id": partner_id, "api_key_id": api_key_id})
+
+
+async def earn_rules(
+    conn: AsyncConnection, program_id: int, partner_id: uuid.UUID
+) -> list[Row[tuple[object, ...]]]:
+    params = {"program_id": program_id, "partner_id": partner_id}
+    return list(await conn.execute(EARN_RULES, params))
+
+
+async def new_ladder(
+    conn: AsyncConnection,
+    program_id: int,
+    window_months: int,
+    tiers: list[dict[str, Any]],
+    api_key_id: uuid.UUID,
+) -> Row[tuple[object, ...]]:
+    # The program's row lock makes two new versions at once consecutive.
+    await conn.execute(LOCK_PROGRAM, {"program_id": program_id})
+    params = {
+        "program_id": program_id,
+        "window_months": window_months,
+        "tiers": json.dumps(tiers),
+        "api_key_id": api_key_id,
+    }
+    return (await conn.execute(NEW_LADDER, params)).one()
+
+
+async def current_ladder(conn: AsyncConnection, program_id: int) -> Row[tuple[object, ...]] | None:
+    return (await conn.execute(CURRENT_LADDER, {"program_id": program_id})).first()
+
+
+async def card_tier(
+    conn: AsyncConnection, card_id: int, window_months: int
+) -> Row[tuple[object, ...]]:
+    params = {"card_id": card_id, "window_months": window_months}
+    return (await conn.execute(CARD_TIER, params)).one()
+
+
+# Qualifying spend follows the value when a card is replaced or merged into another.
+MOVE_SPEND = text("""
+    WITH moved AS (
+        DELETE FROM card_spend WHERE card_id = :from_card RETURNING month, amount
+    )
+    INSERT INTO card_spend (card_id, month, amount)
+    SELECT :to_card, month, amount FROM moved
+    ON CONFLICT (card_id, month) DO UPDATE SET amount = card_spend.amount + EXCLUDED.amount
+""")
+
+TIERS_OF = text("SELECT id, tier FROM cards WHERE id IN (:a, :b)")
+
+SET_TIER = text("UPDATE cards SET tier = :tier, tier_since = now() WHERE id = :card_id")
+
+# A return takes back qualifying spend from the month of the purchase.
+ADD_SPEND = text("""
+    INSERT INTO card_spend (card_id, month, amount)
+    VALUES (:card_id, CAST(date_trunc('month', CAST(:at AS timestamptz) AT TIME ZONE 'UTC')
+                           AS date), :amount)
+    ON CONFLICT (card_id, month) DO UPDATE SET amount = card_spend.amount + EXCLUDED.amount
+""")
+
+
+async def move_spend(conn: AsyncConnection, from_card: int, to_card: int) -> None:
+    await conn.execute(MOVE_SPEND, {"from_card": from_card, "to_card": to_card})
+
+
+async def tiers_of(conn: AsyncConnection, a: int, b: int) -> dict[int, str | None]:
+    return {r.id: r.tier for r in await conn.execute(TIERS_OF, {"a": a, "b": b})}
+
+
+async def set_tier(conn: AsyncConnection, card_id: int, tier: str) -> None:
+    await conn.execute(SET_TIER, {"card_id": card_id, "tier": tier})
+
+
+async def add_spend(conn: AsyncConnection, card_id: int, at: object, amount: int) -> None:
+    await conn.execute(ADD_SPEND, {"card_id": card_id, "at": at, "amount": amount})
