@@ -120,9 +120,12 @@ async def post_group(
     items: Sequence[GroupItem],
     *,
     atomic: bool = False,
+    dry_run: bool = False,
 ) -> list[Outcome]:
+    """`dry_run`: apply the rules and answer, but write nothing of the postings (a preview;
+    the caller rolls the transaction back, with any lapsed holds it released)."""
     try:
-        return await _post_group(conn, program, settings, items, atomic)
+        return await _post_group(conn, program, settings, items, atomic, dry_run)
     except _RETRYABLE as exc:
         # A receipt reference committed by another request after our context read, or a
         # deadlock: the caller rolls back and reruns the group.
@@ -135,6 +138,7 @@ async def _post_group(
     settings: Settings,
     items: Sequence[GroupItem],
     atomic: bool,
+    dry_run: bool,
 ) -> list[Outcome]:
     states = [_State(item) for item in items]
     await _authenticate_and_claim(conn, program, states)
@@ -153,6 +157,8 @@ async def _post_group(
 
     if atomic and any(s.outcome is not None and s.outcome.status >= 400 for s in states):
         return [_not_posted_if_atomic(s) for s in states]
+    if dry_run:
+        return [s.outcome for s in states if s.outcome is not None]
 
     answers = []
     for state in states:

@@ -43,6 +43,8 @@ from app.ledger.errors import (
 from app.ledger.rules import PostingRequest
 from app.ledger.schemas import (
     AccrualCreate,
+    AccrualPreviewCreate,
+    AccrualPreviewRead,
     AccrualRead,
     BalanceRead,
     CardTransactionPage,
@@ -103,6 +105,39 @@ async def create_accrual(
     earned and the card's new balances. Retries with the same Idempotency-Key get the first
     answer."""
     return await _post(request, credentials, idempotency_key, body)
+
+
+@router.post(
+    "/v1/accruals/preview",
+    operation_id="preview_accrual",
+    response_model=AccrualPreviewRead,
+    responses=problem_responses(
+        Unauthorized,
+        Forbidden,
+        ValidationFailed,
+        MalformedJson,
+        PayloadTooLarge,
+        RetryLater,
+        CardNotFound,
+        CardBlocked,
+        CardClosed,
+        PartnerNotFound,
+        OccurredAtOutOfRange,
+        CurrencyMismatch,
+        PartnerRequired,
+        PartnerCannotEarn,
+    ),
+)
+async def preview_accrual(
+    body: AccrualPreviewCreate, request: Request, credentials: Credentials
+) -> Response | AccrualPreviewRead:
+    """What a purchase would earn if posted now, rule by rule, without posting it (a till
+    shows it before payment). The same rules as `POST /v1/accruals`; nothing is written, so no
+    Idempotency-Key is needed."""
+    app = request.app
+    return await service.preview(
+        app.state.engine, app.state.program, app.state.settings, bearer_token(credentials), body
+    )
 
 
 @router.post(

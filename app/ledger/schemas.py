@@ -1,6 +1,6 @@
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import AwareDatetime, Field, model_validator
 
@@ -34,21 +34,10 @@ class BasketLine(RequestModel):
     )
 
 
-class PurchaseAccrualCreate(RequestModel):
-    """A purchase at a partner: earns by that partner's earn rule, the card's tier and the
-    program's campaigns."""
+class _Basket(RequestModel):
+    """What a purchase is made of, for the earn rules."""
 
-    kind: Literal["purchase"]
-    card_number: CardNumber
     amount: PositiveAmount = Field(description="Purchase amount in minor units.")
-    currency: CurrencyCode
-    reference: Reference
-    occurred_at: OccurredAt = None
-    partner_id: uuid.UUID | None = Field(
-        default=None,
-        description="Operator keys: the partner where the purchase happened. Partner keys post "
-        "as their own partner and may omit it.",
-    )
     lines: Annotated[list[BasketLine], Field(min_length=1, max_length=500)] | None = Field(
         default=None,
         description="The basket, when the till has it: lines in the partner's excluded "
@@ -60,12 +49,27 @@ class PurchaseAccrualCreate(RequestModel):
     )
 
     @model_validator(mode="after")
-    def _parts_fit(self) -> "PurchaseAccrualCreate":
+    def _parts_fit(self) -> Self:
         if self.redeemed_amount > self.amount:
             raise ValueError("redeemed_amount cannot exceed amount")
         if self.lines is not None and sum(line.amount for line in self.lines) != self.amount:
             raise ValueError("the lines' amounts must add up to amount")
         return self
+
+
+class PurchaseAccrualCreate(_Basket):
+    """A purchase at a partner: earns by that partner's earn rule and the card's tier."""
+
+    kind: Literal["purchase"]
+    card_number: CardNumber
+    currency: CurrencyCode
+    reference: Reference
+    occurred_at: OccurredAt = None
+    partner_id: uuid.UUID | None = Field(
+        default=None,
+        description="Operator keys: the partner where the purchase happened. Partner keys post "
+        "as their own partner and may omit it.",
+    )
 
 
 class AwardAccrualCreate(RequestModel):
@@ -126,6 +130,35 @@ class AccrualRead(ResponseModel):
     )
     tier: TierState | None = Field(description="Purchases, once the program has tiers.")
     balance: AssetAmounts
+    currency: str
+
+
+class AccrualPreviewCreate(_Basket):
+    """A purchase as the till would post it, before payment: nothing is posted."""
+
+    card_number: CardNumber
+    currency: CurrencyCode
+    occurred_at: OccurredAt = None
+    partner_id: uuid.UUID | None = None
+
+    def as_purchase(self) -> PurchaseAccrualCreate:
+        """The purchase to run the rules on (validated the same way: lines, redeemed part)."""
+        return PurchaseAccrualCreate(
+            kind="purchase",
+            reference=f"preview-{uuid.uuid4().hex}",  # never posted: no receipt to clash with
+            **self.model_dump(),
+        )
+
+
+class AccrualPreviewRead(ResponseModel):
+    """What the purchase would earn if posted now: the same rules as POST /v1/accruals."""
+
+    card_number: str
+    partner_id: uuid.UUID | None
+    eligible_amount: int
+    earned: AssetAmounts
+    applied: list[AppliedRule]
+    tier: TierState | None
     currency: str
 
 

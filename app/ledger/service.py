@@ -13,17 +13,21 @@ from starlette.responses import Response
 from app.auth.deps import Principal
 from app.auth.keys import hash_key
 from app.cards.errors import CardNotFound
-from app.core.errors import Unauthorized
+from app.core.config import Settings
+from app.core.errors import RetryLater, Unauthorized
 from app.core.jsonio import dumps
+from app.idempotency.service import answer_response
 from app.ledger import hot_repository, repository
 from app.ledger.batcher import PostingBatcher
-from app.ledger.engine import GroupItem, Outcome
+from app.ledger.engine import GroupItem, Outcome, RetryGroup, post_group
 from app.ledger.errors import (
     InvalidCursor,
     TransactionNotFound,
 )
 from app.ledger.rules import PostingRequest
 from app.ledger.schemas import (
+    AccrualPreviewCreate,
+    AccrualPreviewRead,
     AssetAmounts,
     BalanceRead,
     CardTransactionPage,
@@ -50,6 +54,40 @@ async def post_one(
         fingerprint=fingerprint,
     )
     return await batcher.submit(item)
+
+
+async def preview(
+    engine: AsyncEngine,
+    program: ProgramContext,
+    settings: Settings,
+    api_key: str,
+    req: AccrualPreviewCreate,
+) -> AccrualPreviewRead | Response:
+    """The same rules as a posting, in a transaction that is rolled back: what the purchase
+    would earn now (a refusal is answered as the posting would be refused)."""
+    item = GroupItem(request=req.as_purchase(), key_hash=hash_key(api_key))
+    async with engine.connect() as conn:
+        raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+        transaction = raw.transaction()
+        await transaction.start()
+        try:
+            [outcome] = await post_group(raw, program, settings, [item], dry_run=True)
+        except RetryGroup as exc:
+            raise RetryLater() from exc
+        finally:
+            await transaction.rollback()
+    if outcome.payload is None:
+        return answer_response(outcome.status, outcome.body, False, outcome.headers)
+    answer = outcome.payload
+    return AccrualPreviewRead(
+        card_number=answer["card_number"],
+        partner_id=answer["partner_id"],
+        eligible_amount=answer["eligible_amount"],
+        earned=answer["earned"],
+        applied=answer["applied"],
+        tier=answer["tier"],
+        currency=answer["currency"],
+    )
 
 
 async def balance_for_key(
