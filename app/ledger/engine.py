@@ -5,26 +5,26 @@ uploads through POST /v1/batches.
 The order of work for a group:
   1. auth: resolve every API key (one statement);
   2. claim every Idempotency-Key (one statement); fetch the stored answers of keys already used;
-  3. load the context of every posting (one statement) and apply the rules (rules.py);
-  4. lock the card accounts involved, in id order (one statement); release the lapsed holds
-     of those cards that have holds (two more, only then);
-  5. in request order, add each purchase's tier bonus, check each posting against its card's
-     balance as left by the postings before it, and compute the new balances and tiers;
-  6. in a program with tiers, read the tier and qualifying spend of the cards with purchases
-     (one statement, only then);
-  7. write balances, transactions, entries, what each rule earned, qualifying spend, tier
-     moves and answers (one statement).
+  3. load the context of every posting, locking the card accounts involved in id order (one
+     statement), and apply the rules (rules.py); release the lapsed holds of the cards that
+     have holds (two more, only then);
+  4. for the purchases that earn: read the cards' tier, spend and first purchase, and lock
+     the budgeted campaigns (earning.py: one statement each, only when they matter);
+  5. in request order, add each purchase's tier and campaign bonuses, check each posting
+     against its card's balance as left by the postings before it, and compute the new
+     balances, tiers and budgets;
+  6. write balances, transactions, entries, what each rule earned, qualifying spend, tier
+     moves, campaign budgets and answers (one statement).
 The caller commits. Refusals are answers like any other: they are stored with their key.
 """
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from app.auth.deps import Principal
 from app.cards.errors import CardClosed
@@ -34,13 +34,14 @@ from app.core.ids import uuid7
 from app.core.jsonio import dumps
 from app.holds.expiry import release_lapsed
 from app.idempotency.errors import IdempotencyKeyReused
+from app.ledger import earning
 from app.ledger import hot_repository as repository
+from app.ledger.earning import Standing
 from app.ledger.errors import DuplicateReference, InsufficientBalance
 from app.ledger.rules import (
     Intent,
     Plan,
     PostingRequest,
-    add_tier_bonus,
     answer_for,
     card_closed,
     intent_for,
@@ -49,7 +50,6 @@ from app.ledger.rules import (
 from app.ledger.schemas import RedemptionCreate
 from app.models.enums import ApiKeyRole, Asset
 from app.programs.service import ProgramContext
-from app.rules.tiers import Ladder, Tier
 
 MAX_BALANCE = 2**63 - 1
 
@@ -150,10 +150,12 @@ async def _post_group(
             state.intent = intent_for(state.item.request, state.principal, program, settings)
         except AppError as exc:
             state.outcome = refusal(exc)
-    balances, now, tiers = await _plan(conn, program, [s for s in to_plan if s.intent is not None])
+    balances, now, standing = await _plan(
+        conn, program, [s for s in to_plan if s.intent is not None]
+    )
 
     planned = [s for s in states if s.plan is not None]
-    postings = _apply(program, planned, balances, now, tiers)
+    postings = _apply(program, planned, balances, now, standing)
 
     if atomic and any(s.outcome is not None and s.outcome.status >= 400 for s in states):
         return [_not_posted_if_atomic(s) for s in states]
@@ -167,7 +169,8 @@ async def _post_group(
         assert state.outcome is not None
         if state.claim is not None:
             answers.append((*state.claim, state.outcome.status, state.outcome.body))
-    if postings.transactions or answers or postings.spend:
+    standing = standing or Standing(program, None, [], {}, {})
+    if postings.transactions or answers or standing.spend:
         await repository.write(
             conn,
             program.id,
@@ -176,8 +179,9 @@ async def _post_group(
             postings.entries,
             answers,
             postings.earnings,
-            [(card, month, amount) for (card, month), amount in postings.spend.items()],
-            list(postings.tiers.items()),
+            [(card, month, amount) for (card, month), amount in standing.spend.items()],
+            list(standing.tiers.items()),
+            list(standing.grants.items()),
         )
     return [s.outcome for s in states if s.outcome is not None]
 
@@ -249,22 +253,12 @@ def _same_key_outcome(state: _State, first: _State) -> Outcome:
     return Outcome(first.outcome.status, first.outcome.body, replayed=True)
 
 
-@dataclass
-class _Tiers:
-    """The tier ladder, and the tier and qualifying spend of each card a purchase is for, as
-    the postings of the group before change them."""
-
-    ladder: Ladder
-    cards: dict[int, list[Any]]
-    """card id -> [tier code, qualifying spend]"""
-
-
 async def _plan(
     conn: asyncpg.Connection, program: ProgramContext, states: list[_State]
-) -> tuple[dict[int, int], datetime | None, _Tiers | None]:
+) -> tuple[dict[int, int], datetime | None, Standing | None]:
     """Load every posting's context and lock its card's accounts (one statement), apply the
-    rules; return the locked balances, the transaction's time and, when the program has a
-    tier ladder and the group has purchases, the cards' tiers."""
+    rules; return the locked balances, the transaction's time and, when the group has
+    purchases that earn, the standing of their cards and of the campaigns (earning.py)."""
     if not states:
         return {}, None, None
     rows = []
@@ -302,25 +296,8 @@ async def _plan(
         found = await repository.successors(conn, [card_id for _, card_id in closed])
         for state, card_id in closed:
             state.outcome = refusal(card_closed(found.get(card_id)))
-    return balances, now, await _tiers(conn, program, states, context)
-
-
-async def _tiers(
-    conn: asyncpg.Connection,
-    program: ProgramContext,
-    states: list[_State],
-    context: dict[int, dict[str, Any]],
-) -> _Tiers | None:
-    """One more statement, only for a group with purchases in a program with tiers."""
-    purchases = {s.plan.card_id for s in states if s.plan is not None and s.plan.eligible}
-    if not purchases or context[0]["ladder_version"] is None:
-        return None
-    rows = await repository.tier_state(conn, program.id, sorted(purchases))
-    first = rows[0]
-    ladder = Ladder.from_stored(
-        first["version"], first["window_months"], orjson.loads(first["tiers"])
-    )
-    return _Tiers(ladder, {r["card_id"]: [r["tier"], r["spend"]] for r in rows})
+    plans = [s.plan for s in states if s.plan is not None]
+    return balances, now, await earning.load(conn, program, plans, context)
 
 
 @dataclass
@@ -329,42 +306,6 @@ class _Postings:
     transactions: list[tuple[Any, ...]] = field(default_factory=list)
     entries: list[tuple[uuid.UUID, int, str, int]] = field(default_factory=list)
     earnings: list[tuple[Any, ...]] = field(default_factory=list)
-    spend: dict[tuple[int, date], int] = field(default_factory=dict)
-    """(card id, first day of the month) -> qualifying spend to add"""
-    tiers: dict[int, str] = field(default_factory=dict)
-    """card id -> its new tier"""
-
-
-def _with_tier(plan: Plan, program: ProgramContext, tiers: _Tiers | None) -> Tier | None:
-    """Add the card's tier bonus to a purchase; returns the tier it earned at."""
-    if tiers is None or not plan.eligible:
-        return None
-    code, spend = tiers.cards[plan.card_id]
-    tier = tiers.ladder.current(code, spend)
-    add_tier_bonus(plan, program, tiers.ladder, tier)
-    return tier
-
-
-def _count_spend(
-    plan: Plan, tier: Tier | None, tiers: _Tiers | None, occurred_at: datetime, out: _Postings
-) -> None:
-    """A posted purchase adds to the card's qualifying spend, and moves it up if it crossed
-    a threshold (the purchase itself earned at the tier before)."""
-    if not plan.eligible:
-        return
-    utc = occurred_at.astimezone(UTC)
-    month = date(utc.year, utc.month, 1)
-    key = (plan.card_id, month)
-    out.spend[key] = out.spend.get(key, 0) + plan.eligible
-    if tiers is None or tier is None:
-        return
-    card = tiers.cards[plan.card_id]
-    card[1] += plan.eligible
-    after = tiers.ladder.current(tier.code, card[1])
-    if after.code != card[0]:
-        out.tiers[plan.card_id] = after.code
-    card[0] = after.code
-    plan.tier = {"code": after.code, "upgraded_from": tier.code if after != tier else None}
 
 
 def _apply(
@@ -372,7 +313,7 @@ def _apply(
     planned: list[_State],
     balances: dict[int, int],
     now: datetime | None,
-    tiers: _Tiers | None,
+    standing: Standing | None,
 ) -> _Postings:
     """Check each plan against its card's balance, in request order, and collect the writes."""
     postings = _Postings()
@@ -390,7 +331,7 @@ def _apply(
                 )
             )
             continue
-        tier = _with_tier(plan, program, tiers)
+        earned = standing.earn(plan) if standing and plan.eligible else None
         card_legs = plan.legs[::2]
         new: dict[int, int] = {}
         for account, _, amount in card_legs:
@@ -419,7 +360,8 @@ def _apply(
             continue
         balances.update(new)
         occurred_at = intent.occurred_at or now
-        _count_spend(plan, tier, tiers, occurred_at, postings)
+        if standing is not None and earned is not None:
+            standing.commit(plan, earned, occurred_at)
         transaction_id = None
         if plan.legs:
             transaction_id = uuid7()

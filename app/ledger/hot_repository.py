@@ -59,6 +59,15 @@ CONTEXT_AND_LOCK = """
            p.earn_rule_version, p.excluded_categories, p.excluded_skus,
            p.can_earn, p.can_redeem,
            (SELECT max(version) FROM tier_ladders WHERE program_id = $7) AS ladder_version,
+           CASE WHEN r.idx = 0 THEN (  -- the active campaigns, once per group
+               SELECT json_agg(json_build_object(
+                   'id', k.id, 'code', k.code, 'version', k.version, 'kind', k.kind,
+                   'points_pct', k.points_pct, 'bonus_points', k.bonus_points,
+                   'partner_id', k.partner_id, 'categories', k.categories, 'tiers', k.tiers,
+                   'funded_by', k.funded_by, 'budget_points', k.budget_points))::text
+               FROM campaigns k
+               WHERE k.program_id = $7 AND k.starts_at <= now() AND k.ends_at > now()
+           ) END AS campaigns,
            pp.id AS counter_points_account, pc.id AS counter_cashback_account,
            coalesce(dp.id, dop.id) AS duplicate_id,
            (SELECT count(*) FROM locked) AS locked_count,
@@ -131,14 +140,19 @@ WRITE = """
         UPDATE cards c SET tier = v.tier, tier_since = now()
         FROM unnest($32::bigint[], $33::text[]) AS v(id, tier)
         WHERE c.id = v.id
+    ),
+    granted AS (
+        UPDATE campaigns k SET spent_points = k.spent_points + v.points
+        FROM unnest($34::uuid[], $35::bigint[]) AS v(id, points)
+        WHERE k.id = v.id
     )
     SELECT 1
 """
 
-# The tier ladder and, per card, its tier and qualifying spend over the ladder's window. Read
-# after the cards' accounts are locked (a statement of its own, so a fresh snapshot): whatever
-# changes a card's tier or spend holds those locks, so this is current.
-TIER_STATE = """
+# The tier ladder (if any) and, per card, its tier, its qualifying spend over the ladder's
+# window, and whether it ever bought anything. Read after the cards' accounts are locked (a
+# statement of its own, so a fresh snapshot): whatever changes these holds those locks.
+CARD_STANDING = """
     WITH ladder AS (
         SELECT version, window_months, tiers::text AS tiers FROM tier_ladders
         WHERE program_id = $1 ORDER BY version DESC LIMIT 1
@@ -147,16 +161,31 @@ TIER_STATE = """
            (SELECT coalesce(sum(s.amount), 0) FROM card_spend s
             WHERE s.card_id = c.id
               AND s.month >= (date_trunc('month', now())
-                              - make_interval(months => ladder.window_months - 1))::date)
-           AS spend
-    FROM ladder, cards c WHERE c.id = ANY($2::bigint[])
+                              - make_interval(months => coalesce(ladder.window_months, 12) - 1)
+                             )::date)
+           AS spend,
+           EXISTS (SELECT 1 FROM transactions t
+                   WHERE t.card_id = c.id AND t.type = 'accrual' AND t.purchase_amount > 0)
+           AS purchased
+    FROM cards c LEFT JOIN ladder ON true WHERE c.id = ANY($2::bigint[])
+"""
+
+# Budgeted campaigns, locked after the cards: what they granted so far is current.
+LOCK_CAMPAIGNS = """
+    SELECT id, spent_points FROM campaigns WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
 
 
-async def tier_state(
+async def lock_campaigns(
+    conn: asyncpg.Connection, campaign_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    return {r["id"]: r["spent_points"] for r in await conn.fetch(LOCK_CAMPAIGNS, campaign_ids)}
+
+
+async def card_standing(
     conn: asyncpg.Connection, program_id: int, card_ids: list[int]
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(TIER_STATE, program_id, card_ids))
+    return list(await conn.fetch(CARD_STANDING, program_id, card_ids))
 
 
 # A till's balance check in one statement: the key, the card, its balances and holds. Holds
@@ -256,6 +285,7 @@ async def write(
     earnings: list[tuple[Any, ...]],
     spend: list[tuple[int, date, int]],
     tiers: list[tuple[int, str]],
+    grants: list[tuple[uuid.UUID, int]],
 ) -> None:
     def cols(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
         return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
@@ -272,4 +302,5 @@ async def write(
         *cols(earnings, 6),
         *cols(spend, 3),
         *cols(tiers, 2),
+        *cols(grants, 2),
     )

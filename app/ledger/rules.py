@@ -27,6 +27,7 @@ from app.ledger.schemas import (
 from app.models.enums import AccountKind, Asset, CardStatus, TransactionType
 from app.partners.errors import PartnerNotFound
 from app.programs.service import ProgramContext
+from app.rules.campaigns import Campaign
 from app.rules.earn import EarnRates, Exclusions, Line, earn_for_purchase, eligible_amount
 from app.rules.tiers import Ladder, Tier, tier_bonus
 
@@ -70,6 +71,10 @@ class Plan:
     """Purchases: each rule that applied, in the shape of AppliedRule."""
     tier: dict[str, Any] | None = None
     """Purchases, with a tier ladder: the shape of TierState."""
+    basket: dict[str, Any] | None = None
+    """Purchases: what campaigns need to know of the basket (fields of campaigns.Purchase)."""
+    partner_counters: tuple[int, int] | None = None
+    """Purchases: the partner's issued accounts (points, cashback), for what it funds."""
 
 
 def card_closed(replaced_by: str | None) -> CardClosed:
@@ -187,6 +192,27 @@ def add_tier_bonus(plan: Plan, program: ProgramContext, ladder: Ladder, tier: Ti
     )
 
 
+def add_campaign_bonus(
+    plan: Plan, program: ProgramContext, campaign: Campaign, points: int
+) -> None:
+    """A campaign's bonus points, funded by the operator or by the partner it is for."""
+    assert plan.applied is not None and plan.partner_counters is not None
+    if campaign.funded_by == "partner":
+        counter = plan.partner_counters[0]
+    else:
+        counter = program.operator_account(AccountKind.OPERATOR_ISSUED, Asset.POINTS)
+    _credit(plan, (counter, counter), points, 0)
+    plan.applied.append(
+        {
+            "rule": "campaign",
+            "rule_ref": campaign.code,
+            "rule_version": campaign.version,
+            "points": points,
+            "cashback": 0,
+        }
+    )
+
+
 def plan_for(
     intent: Intent,
     request: PostingRequest,
@@ -229,12 +255,15 @@ def plan_for(
         plan.eligible = eligible_amount(request.amount, lines, request.redeemed_amount, excluded)
         rates = EarnRates(ctx["earn_points"], ctx["earn_per_amount"], ctx["cashback_bps"])
         earned = earn_for_purchase(plan.eligible, rates)
-        _credit(
-            plan,
-            (ctx["counter_points_account"], ctx["counter_cashback_account"]),
-            earned.points,
-            earned.cashback,
-        )
+        plan.partner_counters = (ctx["counter_points_account"], ctx["counter_cashback_account"])
+        plan.basket = {
+            "amount": request.amount,
+            "lines": lines,
+            "redeemed_amount": request.redeemed_amount,
+            "excluded": excluded,
+            "rates": rates,
+        }
+        _credit(plan, plan.partner_counters, earned.points, earned.cashback)
         plan.applied = [
             {
                 "rule": "base",

@@ -94,11 +94,14 @@ class AssetAmounts(ResponseModel):
 class AppliedRule(ResponseModel):
     """What one rule added to a purchase."""
 
-    rule: Literal["base", "tier"] = Field(
-        description="`base`: the partner's earn rule; `tier`: the card's tier bonus."
+    rule: Literal["base", "tier", "campaign"] = Field(
+        description="`base`: the partner's earn rule; `tier`: the card's tier bonus; "
+        "`campaign`: a campaign's bonus."
     )
-    rule_ref: str = Field(description="The partner's id, or the tier's code.")
-    rule_version: int = Field(description="The earn rule's, or the tier ladder's, version.")
+    rule_ref: str = Field(description="The partner's id, the tier's code, or the campaign's.")
+    rule_version: int = Field(
+        description="The earn rule's, the tier ladder's, or the campaign's version."
+    )
     points: int
     cashback: int
 

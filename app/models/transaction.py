@@ -136,17 +136,17 @@ class Earning(Base):
 
     __tablename__ = "earnings"
     __table_args__ = (
-        CheckConstraint("rule IN ('base', 'tier')", name="rule_known"),
+        CheckConstraint("rule IN ('base', 'tier', 'campaign')", name="rule_known"),
         Index("ix_earnings_rule", "rule", "rule_ref"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     transaction_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("transactions.id"), index=True)
     rule: Mapped[str] = mapped_column(String(16))
-    """`base` (the partner's earn rule) or `tier` (the card's tier bonus)."""
+    """`base` (the partner's earn rule), `tier` (the card's tier bonus) or `campaign`."""
     rule_ref: Mapped[str] = mapped_column(String(64))
-    """Which one: the partner's id, or the tier's code."""
+    """Which one: the partner's id, the tier's code, or the campaign's code."""
     rule_version: Mapped[int] = mapped_column(Integer)
-    """The earn rule's, or the tier ladder's, version."""
+    """The earn rule's, the tier ladder's, or the campaign's version."""
     points: Mapped[int] = mapped_column(BigInteger)
     cashback: Mapped[int] = mapped_column(BigInteger)

@@ -155,3 +155,56 @@ async def set_tier(conn: AsyncConnection, card_id: int, tier: str) -> None:
 
 async def add_spend(conn: AsyncConnection, card_id: int, at: object, amount: int) -> None:
     await conn.execute(ADD_SPEND, {"card_id": card_id, "at": at, "amount": amount})
+
+
+CAMPAIGN_COLUMNS = """
+    id, code, name, kind, points_pct, bonus_points, starts_at, ends_at, partner_id, categories,
+    tiers, funded_by, budget_points, spent_points, version, created_at
+"""
+
+INSERT_CAMPAIGN = text(f"""
+    INSERT INTO campaigns (id, program_id, code, name, kind, points_pct, bonus_points,
+                           starts_at, ends_at, partner_id, categories, tiers, funded_by,
+                           budget_points, api_key_id)
+    VALUES (:id, :program_id, :code, :name, :kind, :points_pct, :bonus_points, :starts_at,
+            :ends_at, :partner_id, :categories, :tiers, :funded_by, :budget_points, :api_key_id)
+    ON CONFLICT (program_id, code) DO NOTHING
+    RETURNING {CAMPAIGN_COLUMNS}
+""")
+
+CAMPAIGNS = text(f"""
+    SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE program_id = :program_id
+    ORDER BY starts_at DESC, code
+""")
+
+CAMPAIGN = text(f"""
+    SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE program_id = :program_id AND id = :id
+""")
+
+# Ending early is the one change: a new version, so accruals before and after it differ.
+END_CAMPAIGN = text(f"""
+    UPDATE campaigns SET ends_at = now(), version = version + 1
+    WHERE program_id = :program_id AND id = :id AND ends_at > now()
+    RETURNING {CAMPAIGN_COLUMNS}
+""")
+
+
+async def insert_campaign(conn: AsyncConnection, **values: Any) -> Row[tuple[object, ...]] | None:
+    return (await conn.execute(INSERT_CAMPAIGN, values)).first()
+
+
+async def campaigns(conn: AsyncConnection, program_id: int) -> list[Row[tuple[object, ...]]]:
+    return list(await conn.execute(CAMPAIGNS, {"program_id": program_id}))
+
+
+async def campaign(
+    conn: AsyncConnection, program_id: int, campaign_id: uuid.UUID
+) -> Row[tuple[object, ...]] | None:
+    return (await conn.execute(CAMPAIGN, {"program_id": program_id, "id": campaign_id})).first()
+
+
+async def end_campaign(
+    conn: AsyncConnection, program_id: int, campaign_id: uuid.UUID
+) -> Row[tuple[object, ...]] | None:
+    params = {"program_id": program_id, "id": campaign_id}
+    return (await conn.execute(END_CAMPAIGN, params)).first()

@@ -10,8 +10,8 @@ from app.partners.errors import PartnerNotFound
 from app.partners.schemas import EarnRuleCreate, EarnRuleRead, PartnerRead
 from app.programs.deps import CurrentProgram
 from app.rules import service
-from app.rules.errors import NoTierLadder
-from app.rules.schemas import TierLadderCreate, TierLadderRead
+from app.rules.errors import CampaignCodeTaken, CampaignEnded, CampaignNotFound, NoTierLadder
+from app.rules.schemas import CampaignCreate, CampaignRead, TierLadderCreate, TierLadderRead
 
 router = APIRouter(tags=["rules"])
 
@@ -69,3 +69,56 @@ async def get_tier_ladder(
     conn: Conn, program: CurrentProgram, _: OperatorPrincipal
 ) -> TierLadderRead:
     return await service.ladder(conn, program)
+
+
+@router.post(
+    "/v1/campaigns",
+    status_code=201,
+    operation_id="create_campaign",
+    responses=problem_responses(
+        Unauthorized, Forbidden, ValidationFailed, PartnerNotFound, CampaignCodeTaken
+    ),
+)
+async def create_campaign(
+    body: CampaignCreate, conn: Conn, program: CurrentProgram, principal: OperatorPrincipal
+) -> CampaignRead:
+    """A time-boxed bonus on purchases: a points multiplier (optionally on some categories of
+    the basket) or a first-purchase bonus, optionally for one partner and some tiers, and
+    capped by a budget of points that concurrent purchases never overspend. Each accrual
+    lists the campaigns that applied and what each added. Operator only."""
+    return await service.create_campaign(conn, program, principal, body)
+
+
+@router.get(
+    "/v1/campaigns",
+    operation_id="list_campaigns",
+    responses=problem_responses(Unauthorized, Forbidden),
+)
+async def list_campaigns(
+    conn: Conn, program: CurrentProgram, _: OperatorPrincipal
+) -> list[CampaignRead]:
+    """Every campaign, newest first, with the points each granted so far."""
+    return await service.campaigns(conn, program)
+
+
+@router.get(
+    "/v1/campaigns/{campaign_id}",
+    operation_id="get_campaign",
+    responses=problem_responses(Unauthorized, Forbidden, CampaignNotFound),
+)
+async def get_campaign(
+    campaign_id: uuid.UUID, conn: Conn, program: CurrentProgram, _: OperatorPrincipal
+) -> CampaignRead:
+    return await service.campaign(conn, program, campaign_id)
+
+
+@router.post(
+    "/v1/campaigns/{campaign_id}/end",
+    operation_id="end_campaign",
+    responses=problem_responses(Unauthorized, Forbidden, CampaignNotFound, CampaignEnded),
+)
+async def end_campaign(
+    campaign_id: uuid.UUID, conn: Conn, program: CurrentProgram, _: OperatorPrincipal
+) -> CampaignRead:
+    """End the campaign now (a new version of it): purchases from now on do not get it."""
+    return await service.end_campaign(conn, program, campaign_id)

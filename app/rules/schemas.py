@@ -1,8 +1,9 @@
+import uuid
 from datetime import datetime
 from itertools import pairwise
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 
 from app.core.schemas import MAX_AMOUNT, RequestModel, ResponseModel
 
@@ -75,3 +76,84 @@ class CardTierRead(ResponseModel):
     qualifying_spend: int = Field(description="Over the ladder's window, minor units.")
     next_tier: str | None = Field(description="Null at the top.")
     to_next_tier: int | None = Field(description="Qualifying spend still needed for next_tier.")
+
+
+CampaignCode = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", examples=["double-may"])]
+
+
+class CampaignCreate(RequestModel):
+    """A time-boxed bonus on purchases. Its terms cannot change once created; end it early with
+    POST /v1/campaigns/{id}/end."""
+
+    code: CampaignCode
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    kind: Literal["multiplier", "first_purchase"]
+    points_pct: Annotated[int, Field(strict=True, ge=0, le=1_000)] = Field(
+        default=0,
+        description="multiplier: extra points in percent of what the partner's rule grants "
+        "(100: double points).",
+    )
+    bonus_points: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)] = Field(
+        default=0, description="first_purchase: points on a card's first purchase."
+    )
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    partner_id: uuid.UUID | None = Field(
+        default=None, description="Only purchases at this partner."
+    )
+    categories: (
+        Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=64)]],
+            Field(min_length=1, max_length=100),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="multiplier: only the basket lines in these categories (purchases without "
+        "lines do not qualify).",
+    )
+    tiers: Annotated[list[TierCode], Field(min_length=1, max_length=20)] | None = Field(
+        default=None, description="Only cards in these tiers."
+    )
+    funded_by: Literal["operator", "partner"] = Field(
+        default="operator",
+        description="Who pays for the bonus points: the operator, or the campaign's partner.",
+    )
+    budget_points: Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)] | None = Field(
+        default=None,
+        description="Stop once this many points were granted (the purchase that reaches it "
+        "gets what is left).",
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "CampaignCreate":
+        if self.starts_at >= self.ends_at:
+            raise ValueError("starts_at must be before ends_at")
+        if self.kind == "multiplier" and (self.points_pct == 0 or self.bonus_points):
+            raise ValueError("a multiplier needs points_pct > 0 and no bonus_points")
+        if self.kind == "first_purchase" and (self.bonus_points == 0 or self.points_pct):
+            raise ValueError("a first_purchase campaign needs bonus_points > 0, no points_pct")
+        if self.kind == "first_purchase" and self.categories is not None:
+            raise ValueError("categories apply to multipliers only")
+        if self.funded_by == "partner" and self.partner_id is None:
+            raise ValueError("a campaign the partner funds must name the partner (partner_id)")
+        return self
+
+
+class CampaignRead(ResponseModel):
+    id: uuid.UUID
+    code: str
+    name: str
+    kind: str
+    points_pct: int
+    bonus_points: int
+    starts_at: datetime
+    ends_at: datetime
+    partner_id: uuid.UUID | None
+    categories: list[str] | None
+    tiers: list[str] | None
+    funded_by: str
+    budget_points: int | None
+    spent_points: int = Field(description="Bonus points granted so far.")
+    version: int
+    created_at: datetime

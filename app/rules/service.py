@@ -1,5 +1,5 @@
-"""Use cases of the rules: new versions of a partner's earn rule and of the tier ladder, and a
-card's place on the ladder."""
+"""Use cases of the rules: new versions of a partner's earn rule and of the tier ladder, a
+card's place on the ladder, and campaigns."""
 
 import uuid
 from typing import Any
@@ -13,8 +13,15 @@ from app.partners.errors import PartnerNotFound
 from app.partners.schemas import EarnRateRead, EarnRuleCreate, EarnRuleRead, PartnerRead
 from app.programs.service import ProgramContext
 from app.rules import repository
-from app.rules.errors import NoTierLadder
-from app.rules.schemas import CardTierRead, TierLadderCreate, TierLadderRead, TierRead
+from app.rules.errors import CampaignCodeTaken, CampaignEnded, CampaignNotFound, NoTierLadder
+from app.rules.schemas import (
+    CampaignCreate,
+    CampaignRead,
+    CardTierRead,
+    TierLadderCreate,
+    TierLadderRead,
+    TierRead,
+)
 from app.rules.tiers import Ladder
 
 
@@ -126,3 +133,43 @@ async def move_tier(
         if ladder.rank(keeping) >= ladder.rank(moving):
             return
     await repository.set_tier(conn, to_card, moving)
+
+
+async def create_campaign(
+    conn: AsyncConnection, program: ProgramContext, principal: Principal, req: CampaignCreate
+) -> CampaignRead:
+    if req.partner_id is not None and not await partners.exists(conn, program.id, req.partner_id):
+        raise PartnerNotFound()
+    row = await repository.insert_campaign(
+        conn,
+        id=uuid.uuid4(),
+        program_id=program.id,
+        api_key_id=principal.api_key_id,
+        **req.model_dump(),
+    )
+    if row is None:
+        raise CampaignCodeTaken(f"Campaign code {req.code!r} is taken.")
+    return CampaignRead(**row._mapping)
+
+
+async def campaigns(conn: AsyncConnection, program: ProgramContext) -> list[CampaignRead]:
+    return [CampaignRead(**r._mapping) for r in await repository.campaigns(conn, program.id)]
+
+
+async def campaign(
+    conn: AsyncConnection, program: ProgramContext, campaign_id: uuid.UUID
+) -> CampaignRead:
+    row = await repository.campaign(conn, program.id, campaign_id)
+    if row is None:
+        raise CampaignNotFound()
+    return CampaignRead(**row._mapping)
+
+
+async def end_campaign(
+    conn: AsyncConnection, program: ProgramContext, campaign_id: uuid.UUID
+) -> CampaignRead:
+    row = await repository.end_campaign(conn, program.id, campaign_id)
+    if row is None:
+        await campaign(conn, program, campaign_id)  # 404 if there is no such campaign
+        raise CampaignEnded()
+    return CampaignRead(**row._mapping)

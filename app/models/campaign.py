@@ -1,0 +1,65 @@
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, created_at_column
+
+
+class Campaign(Base):
+    """A time-boxed bonus on purchases. Its terms never change once created (ending it early
+    is a new version); `spent_points` counts what it granted, under the row's lock, so a
+    budget is never overspent however many tills earn at once."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (
+        CheckConstraint("kind IN ('multiplier', 'first_purchase')", name="kind_known"),
+        CheckConstraint("funded_by IN ('operator', 'partner')", name="funded_by_known"),
+        CheckConstraint("starts_at < ends_at", name="window"),
+        CheckConstraint(
+            "spent_points >= 0 AND (budget_points IS NULL OR spent_points <= budget_points)",
+            name="within_budget",
+        ),
+        CheckConstraint(
+            "funded_by = 'operator' OR partner_id IS NOT NULL", name="partner_funds_its_own"
+        ),
+        UniqueConstraint("program_id", "code", name="uq_campaigns_program_code"),
+        Index("ix_campaigns_window", "program_id", "ends_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[int] = mapped_column(SmallInteger, ForeignKey("programs.id"))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    """`multiplier`: extra points in percent of the base; `first_purchase`: a fixed bonus on a
+    card's first purchase."""
+    points_pct: Mapped[int] = mapped_column(Integer)
+    bonus_points: Mapped[int] = mapped_column(BigInteger)
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
+    """Only purchases at this partner (NULL: at any)."""
+    categories: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))
+    """Multipliers: only the eligible part of basket lines in these categories (NULL: all)."""
+    tiers: Mapped[list[str] | None] = mapped_column(ARRAY(String(32)))
+    """Only cards in these tiers (NULL: any)."""
+    funded_by: Mapped[str] = mapped_column(String(16))
+    budget_points: Mapped[int | None] = mapped_column(BigInteger)
+    spent_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime] = created_at_column()

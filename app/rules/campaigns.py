@@ -1,0 +1,92 @@
+"""Campaigns, as pure functions: which active campaigns a purchase qualifies for and what each
+adds, within what is left of its budget.
+
+- `multiplier`: extra points, in percent of what the partner's rule granted (100: double
+  points), optionally only on basket lines in some categories;
+- `first_purchase`: a fixed number of points on a card's first purchase.
+Either may be limited to a partner and to some tiers, and capped by a budget of points: the
+purchase that reaches the cap gets what is left, and the campaign stops applying."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.rules.earn import EarnRates, Exclusions, Line, earn_for_purchase, eligible_amount
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: uuid.UUID
+    code: str
+    version: int
+    kind: str
+    points_pct: int
+    bonus_points: int
+    partner_id: uuid.UUID | None
+    categories: frozenset[str] | None
+    tiers: frozenset[str] | None
+    funded_by: str
+    budget_points: int | None
+
+    @classmethod
+    def from_stored(cls, row: dict[str, Any]) -> "Campaign":
+        categories, tiers = row["categories"], row["tiers"]
+        return cls(
+            id=uuid.UUID(str(row["id"])),
+            code=row["code"],
+            version=row["version"],
+            kind=row["kind"],
+            points_pct=row["points_pct"],
+            bonus_points=row["bonus_points"],
+            partner_id=uuid.UUID(row["partner_id"]) if row["partner_id"] else None,
+            categories=frozenset(categories) if categories is not None else None,
+            tiers=frozenset(tiers) if tiers is not None else None,
+            funded_by=row["funded_by"],
+            budget_points=row["budget_points"],
+        )
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """What the campaigns look at."""
+
+    partner_id: uuid.UUID | None
+    tier: str | None
+    first: bool
+    """The card has never had a purchase before this one."""
+    base_points: int
+    amount: int
+    lines: Sequence[Line] | None
+    redeemed_amount: int
+    excluded: Exclusions
+    rates: EarnRates
+
+
+def bonus(campaign: Campaign, purchase: Purchase) -> int:
+    """The points `campaign` adds to `purchase`, before its budget."""
+    if campaign.partner_id is not None and campaign.partner_id != purchase.partner_id:
+        return 0
+    if campaign.tiers is not None and purchase.tier not in campaign.tiers:
+        return 0
+    if campaign.kind == "first_purchase":
+        return campaign.bonus_points if purchase.first else 0
+    base = purchase.base_points
+    if campaign.categories is not None:
+        if purchase.lines is None:
+            return 0
+        in_scope = [line for line in purchase.lines if line.category in campaign.categories]
+        # The eligible part of the lines in scope, earned at the partner's rate (the same
+        # rounding as the whole purchase: it never exceeds the base points).
+        scoped = eligible_amount(
+            purchase.amount, in_scope, purchase.redeemed_amount, purchase.excluded
+        )
+        base = earn_for_purchase(scoped, purchase.rates).points
+    return base * campaign.points_pct // 100
+
+
+def capped(campaign: Campaign, points: int, spent: int) -> int:
+    """What a budget still allows of `points`."""
+    if campaign.budget_points is None:
+        return points
+    return max(0, min(points, campaign.budget_points - spent))

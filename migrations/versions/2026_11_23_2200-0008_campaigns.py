@@ -1,0 +1,86 @@
+"""campaigns: time-boxed bonuses (multipliers, first purchase) with scopes and budgets
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-23 22:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0008"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "campaigns",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("program_id", sa.SmallInteger(), nullable=False),
+        sa.Column("code", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("points_pct", sa.Integer(), nullable=False),
+        sa.Column("bonus_points", sa.BigInteger(), nullable=False),
+        sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("partner_id", sa.Uuid(), nullable=True),
+        sa.Column("categories", postgresql.ARRAY(sa.String(length=64)), nullable=True),
+        sa.Column("tiers", postgresql.ARRAY(sa.String(length=32)), nullable=True),
+        sa.Column("funded_by", sa.String(length=16), nullable=False),
+        sa.Column("budget_points", sa.BigInteger(), nullable=True),
+        sa.Column("spent_points", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.Column("api_key_id", sa.Uuid(), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "kind IN ('multiplier', 'first_purchase')", name=op.f("ck_campaigns_kind_known")
+        ),
+        sa.CheckConstraint(
+            "funded_by IN ('operator', 'partner')", name=op.f("ck_campaigns_funded_by_known")
+        ),
+        sa.CheckConstraint("starts_at < ends_at", name=op.f("ck_campaigns_window")),
+        sa.CheckConstraint(
+            "spent_points >= 0 AND (budget_points IS NULL OR spent_points <= budget_points)",
+            name=op.f("ck_campaigns_within_budget"),
+        ),
+        sa.CheckConstraint(
+            "funded_by = 'operator' OR partner_id IS NOT NULL",
+            name=op.f("ck_campaigns_partner_funds_its_own"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["program_id"], ["programs.id"], name=op.f("fk_campaigns_program_id_programs")
+        ),
+        sa.ForeignKeyConstraint(
+            ["partner_id"], ["partners.id"], name=op.f("fk_campaigns_partner_id_partners")
+        ),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"], ["api_keys.id"], name=op.f("fk_campaigns_api_key_id_api_keys")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_campaigns")),
+        sa.UniqueConstraint("program_id", "code", name="uq_campaigns_program_code"),
+    )
+    op.create_index("ix_campaigns_window", "campaigns", ["program_id", "ends_at"])
+    op.drop_constraint(op.f("ck_earnings_rule_known"), "earnings", type_="check")
+    op.create_check_constraint(
+        op.f("ck_earnings_rule_known"), "earnings", "rule IN ('base', 'tier', 'campaign')"
+    )
+
+
+def downgrade() -> None:
+    op.drop_constraint(op.f("ck_earnings_rule_known"), "earnings", type_="check")
+    op.create_check_constraint(
+        op.f("ck_earnings_rule_known"), "earnings", "rule IN ('base', 'tier')"
+    )
+    op.drop_index("ix_campaigns_window", table_name="campaigns")
+    op.drop_table("campaigns")
