@@ -27,6 +27,7 @@ from app.ledger.hot_http import HotRoutes
 from app.ledger.router import router as ledger_router
 from app.partners.router import router as partners_router
 from app.programs.service import ensure_program
+from app.reports.router import router as reports_router
 from app.rules.review import review
 from app.rules.router import router as rules_router
 
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         holds_router,
         batches_router,
         audit_router,
+        reports_router,
     )
     for router in routers:
         app.include_router(router)
