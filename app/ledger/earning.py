@@ -5,8 +5,8 @@ move up the ladder, its first purchase) and to the campaigns' budgets.
 The posting engine (engine.py) loads a `Standing` once per group, after the cards' accounts
 are locked, asks it to `earn` each purchase before the balance check, and to `commit` the ones
 it posts. Reads it needs beyond the context statement, only when they matter:
-  - the cards' tier, spend and whether they ever bought anything (a program with a ladder or a
-    first-purchase campaign);
+  - the cards' tier, spend and latest purchase (a program with a ladder, or a first-purchase
+    or win-back campaign);
   - the budgeted campaigns' spent points, locked `FOR UPDATE` after the cards (the row lock
     is what keeps a budget from being overspent by concurrent groups; it serializes the
     purchases that campaign applies to, and only those).
@@ -31,7 +31,7 @@ from app.rules.tiers import Ladder, Tier
 class _Card:
     tier: str | None
     spend: int
-    purchased: bool
+    last_purchase_at: datetime | None
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Standing:
     grants: dict[uuid.UUID, int] = field(default_factory=dict)
     """Writes: campaign id -> points this group granted."""
 
-    def earn(self, plan: Plan) -> Earned:
+    def earn(self, plan: Plan, at: datetime) -> Earned:
         card = self.cards.get(plan.card_id)
         tier = None
         if self.ladder is not None and card is not None:
@@ -69,7 +69,9 @@ class Standing:
             purchase = Purchase(
                 partner_id=plan.intent.partner_id,
                 tier=tier.code if tier else None,
-                first=card is not None and not card.purchased,
+                # Without a card standing (no campaign needs it), no first or win-back bonus.
+                last_purchase_at=card.last_purchase_at if card else at,
+                at=at,
                 base_points=plan.applied[0]["points"],
                 **plan.basket,
             )
@@ -94,7 +96,7 @@ class Standing:
         card = self.cards.get(plan.card_id)
         if card is None:
             return
-        card.purchased = True
+        card.last_purchase_at = max(card.last_purchase_at or occurred_at, occurred_at)
         card.spend += plan.eligible
         if self.ladder is None or earned.tier is None:
             return
@@ -121,7 +123,7 @@ async def load(
     stored = context[0]["campaigns"]
     campaigns = [Campaign.from_stored(c) for c in orjson.loads(stored)] if stored else []
     needs_cards = context[0]["ladder_version"] is not None or any(
-        c.kind == "first_purchase" for c in campaigns
+        c.kind in ("first_purchase", "win_back") for c in campaigns
     )
     ladder, standing = None, {}
     if needs_cards:
@@ -131,7 +133,7 @@ async def load(
             ladder = Ladder.from_stored(
                 first["version"], first["window_months"], orjson.loads(first["tiers"])
             )
-        standing = {r["card_id"]: _Card(r["tier"], r["spend"], r["purchased"]) for r in rows}
+        standing = {r["card_id"]: _Card(r["tier"], r["spend"], r["last_purchase_at"]) for r in rows}
     budgeted = [c.id for c in campaigns if c.budget_points is not None]
     spent = await repository.lock_campaigns(conn, budgeted) if budgeted else {}
     return Standing(program, ladder, campaigns, standing, spent)

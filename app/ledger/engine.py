@@ -331,7 +331,8 @@ def _apply(
                 )
             )
             continue
-        earned = standing.earn(plan) if standing and plan.eligible else None
+        occurred_at = intent.occurred_at or now
+        earned = standing.earn(plan, occurred_at) if standing and plan.eligible else None
         card_legs = plan.legs[::2]
         new: dict[int, int] = {}
         for account, _, amount in card_legs:
@@ -359,7 +360,6 @@ def _apply(
             state.outcome = refusal(AmountOutOfRange())
             continue
         balances.update(new)
-        occurred_at = intent.occurred_at or now
         if standing is not None and earned is not None:
             standing.commit(plan, earned, occurred_at)
         transaction_id = None

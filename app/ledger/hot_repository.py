@@ -63,6 +63,7 @@ CONTEXT_AND_LOCK = """
                SELECT json_agg(json_build_object(
                    'id', k.id, 'code', k.code, 'version', k.version, 'kind', k.kind,
                    'points_pct', k.points_pct, 'bonus_points', k.bonus_points,
+                   'quiet_days', k.quiet_days,
                    'partner_id', k.partner_id, 'categories', k.categories, 'tiers', k.tiers,
                    'funded_by', k.funded_by, 'budget_points', k.budget_points))::text
                FROM campaigns k
@@ -150,7 +151,7 @@ WRITE = """
 """
 
 # The tier ladder (if any) and, per card, its tier, its qualifying spend over the ladder's
-# window, and whether it ever bought anything. Read after the cards' accounts are locked (a
+# window, and its latest purchase. Read after the cards' accounts are locked (a
 # statement of its own, so a fresh snapshot): whatever changes these holds those locks.
 CARD_STANDING = """
     WITH ladder AS (
@@ -164,9 +165,9 @@ CARD_STANDING = """
                               - make_interval(months => coalesce(ladder.window_months, 12) - 1)
                              )::date)
            AS spend,
-           EXISTS (SELECT 1 FROM transactions t
-                   WHERE t.card_id = c.id AND t.type = 'accrual' AND t.purchase_amount > 0)
-           AS purchased
+           (SELECT max(t.occurred_at) FROM transactions t
+            WHERE t.card_id = c.id AND t.type = 'accrual' AND t.purchase_amount > 0)
+           AS last_purchase_at
     FROM cards c LEFT JOIN ladder ON true WHERE c.id = ANY($2::bigint[])
 """
 

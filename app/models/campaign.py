@@ -26,7 +26,10 @@ class Campaign(Base):
 
     __tablename__ = "campaigns"
     __table_args__ = (
-        CheckConstraint("kind IN ('multiplier', 'first_purchase')", name="kind_known"),
+        CheckConstraint("kind IN ('multiplier', 'first_purchase', 'win_back')", name="kind_known"),
+        CheckConstraint(
+            "(kind = 'win_back') = (quiet_days IS NOT NULL)", name="quiet_days_iff_win_back"
+        ),
         CheckConstraint("funded_by IN ('operator', 'partner')", name="funded_by_known"),
         CheckConstraint("starts_at < ends_at", name="window"),
         CheckConstraint(
@@ -46,9 +49,11 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))
     """`multiplier`: extra points in percent of the base; `first_purchase`: a fixed bonus on a
-    card's first purchase."""
+    card's first purchase; `win_back`: a fixed bonus on the first purchase of a card that had
+    none for `quiet_days`."""
     points_pct: Mapped[int] = mapped_column(Integer)
     bonus_points: Mapped[int] = mapped_column(BigInteger)
+    quiet_days: Mapped[int | None] = mapped_column(Integer)
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))

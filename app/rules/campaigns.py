@@ -3,13 +3,17 @@ adds, within what is left of its budget.
 
 - `multiplier`: extra points, in percent of what the partner's rule granted (100: double
   points), optionally only on basket lines in some categories;
-- `first_purchase`: a fixed number of points on a card's first purchase.
+- `first_purchase`: a fixed number of points on a card's first purchase;
+- `win_back`: a fixed number of points on the next purchase of a card that bought nothing
+  for `quiet_days` (a card that never bought anything is not won back: that is a first
+  purchase).
 Either may be limited to a partner and to some tiers, and capped by a budget of points: the
 purchase that reaches the cap gets what is left, and the campaign stops applying."""
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.rules.earn import EarnRates, Exclusions, Line, earn_for_purchase, eligible_amount
@@ -23,6 +27,7 @@ class Campaign:
     kind: str
     points_pct: int
     bonus_points: int
+    quiet_days: int | None
     partner_id: uuid.UUID | None
     categories: frozenset[str] | None
     tiers: frozenset[str] | None
@@ -39,6 +44,7 @@ class Campaign:
             kind=row["kind"],
             points_pct=row["points_pct"],
             bonus_points=row["bonus_points"],
+            quiet_days=row["quiet_days"],
             partner_id=uuid.UUID(row["partner_id"]) if row["partner_id"] else None,
             categories=frozenset(categories) if categories is not None else None,
             tiers=frozenset(tiers) if tiers is not None else None,
@@ -53,8 +59,10 @@ class Purchase:
 
     partner_id: uuid.UUID | None
     tier: str | None
-    first: bool
-    """The card has never had a purchase before this one."""
+    last_purchase_at: datetime | None
+    """The card's latest purchase before this one (None: this is its first)."""
+    at: datetime
+    """When this purchase happens."""
     base_points: int
     amount: int
     lines: Sequence[Line] | None
@@ -70,7 +78,12 @@ def bonus(campaign: Campaign, purchase: Purchase) -> int:
     if campaign.tiers is not None and purchase.tier not in campaign.tiers:
         return 0
     if campaign.kind == "first_purchase":
-        return campaign.bonus_points if purchase.first else 0
+        return campaign.bonus_points if purchase.last_purchase_at is None else 0
+    if campaign.kind == "win_back":
+        assert campaign.quiet_days is not None
+        last = purchase.last_purchase_at
+        quiet = last is not None and purchase.at - last >= timedelta(days=campaign.quiet_days)
+        return campaign.bonus_points if quiet else 0
     base = purchase.base_points
     if campaign.categories is not None:
         if purchase.lines is None:

@@ -87,14 +87,19 @@ class CampaignCreate(RequestModel):
 
     code: CampaignCode
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    kind: Literal["multiplier", "first_purchase"]
+    kind: Literal["multiplier", "first_purchase", "win_back"]
     points_pct: Annotated[int, Field(strict=True, ge=0, le=1_000)] = Field(
         default=0,
         description="multiplier: extra points in percent of what the partner's rule grants "
         "(100: double points).",
     )
     bonus_points: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)] = Field(
-        default=0, description="first_purchase: points on a card's first purchase."
+        default=0,
+        description="first_purchase, win_back: points on the card's first purchase, or on the "
+        "first after `quiet_days` without one.",
+    )
+    quiet_days: Annotated[int, Field(strict=True, ge=1, le=3_650)] | None = Field(
+        default=None, description="win_back: days without a purchase that make a card quiet."
     )
     starts_at: AwareDatetime
     ends_at: AwareDatetime
@@ -131,10 +136,13 @@ class CampaignCreate(RequestModel):
             raise ValueError("starts_at must be before ends_at")
         if self.kind == "multiplier" and (self.points_pct == 0 or self.bonus_points):
             raise ValueError("a multiplier needs points_pct > 0 and no bonus_points")
-        if self.kind == "first_purchase" and (self.bonus_points == 0 or self.points_pct):
-            raise ValueError("a first_purchase campaign needs bonus_points > 0, no points_pct")
-        if self.kind == "first_purchase" and self.categories is not None:
+        fixed = self.kind in ("first_purchase", "win_back")
+        if fixed and (self.bonus_points == 0 or self.points_pct):
+            raise ValueError(f"a {self.kind} campaign needs bonus_points > 0, no points_pct")
+        if fixed and self.categories is not None:
             raise ValueError("categories apply to multipliers only")
+        if (self.kind == "win_back") != (self.quiet_days is not None):
+            raise ValueError("quiet_days is for win_back campaigns, which need it")
         if self.funded_by == "partner" and self.partner_id is None:
             raise ValueError("a campaign the partner funds must name the partner (partner_id)")
         return self
@@ -147,6 +155,7 @@ class CampaignRead(ResponseModel):
     kind: str
     points_pct: int
     bonus_points: int
+    quiet_days: int | None
     starts_at: datetime
     ends_at: datetime
     partner_id: uuid.UUID | None

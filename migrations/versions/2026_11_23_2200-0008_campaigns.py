@@ -1,4 +1,4 @@
-"""campaigns: time-boxed bonuses (multipliers, first purchase) with scopes and budgets
+"""campaigns: time-boxed bonuses (multipliers, first purchase, win-back) with scopes and budgets
 
 Revision ID: 0008
 Revises: 0007
@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("points_pct", sa.Integer(), nullable=False),
         sa.Column("bonus_points", sa.BigInteger(), nullable=False),
+        sa.Column("quiet_days", sa.Integer(), nullable=True),
         sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("partner_id", sa.Uuid(), nullable=True),
@@ -44,12 +45,17 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "kind IN ('multiplier', 'first_purchase')", name=op.f("ck_campaigns_kind_known")
+            "kind IN ('multiplier', 'first_purchase', 'win_back')",
+            name=op.f("ck_campaigns_kind_known"),
         ),
         sa.CheckConstraint(
             "funded_by IN ('operator', 'partner')", name=op.f("ck_campaigns_funded_by_known")
         ),
         sa.CheckConstraint("starts_at < ends_at", name=op.f("ck_campaigns_window")),
+        sa.CheckConstraint(
+            "(kind = 'win_back') = (quiet_days IS NOT NULL)",
+            name=op.f("ck_campaigns_quiet_days_iff_win_back"),
+        ),
         sa.CheckConstraint(
             "spent_points >= 0 AND (budget_points IS NULL OR spent_points <= budget_points)",
             name=op.f("ck_campaigns_within_budget"),
