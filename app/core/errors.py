@@ -151,14 +151,20 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 def _client_location(loc: list[str], body: Any) -> list[str]:
     """Pydantic names the chosen variant of a tagged union (`purchase`, `award`...) in an
     error's location, right where it enters the object; the client's JSON has no such level,
-    so drop it. (Only there: a field may also be named like the variant.)"""
+    so drop it. (Only there, and only if the object has no field of that name: a field may
+    also be named like the variant, or carry a `kind` the client made up.)"""
     if not loc or loc[0] != "body":
         return loc
     kept = [loc[0]]
     node = body
     entered = True  # just stepped into `node`
     for part in loc[1:]:
-        if entered and isinstance(node, dict) and part in (node.get("type"), node.get("kind")):
+        if (
+            entered
+            and isinstance(node, dict)
+            and part not in node
+            and part in (node.get("type"), node.get("kind"))
+        ):
             entered = False
             continue
         if isinstance(node, dict):

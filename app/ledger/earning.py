@@ -9,7 +9,8 @@ it posts. Reads it needs beyond the context statement, only when they matter:
     or win-back campaign);
   - the budgeted campaigns' spent points, locked `FOR UPDATE` after the cards (the row lock
     is what keeps a budget from being overspent by concurrent groups; it serializes the
-    purchases that campaign applies to, and only those).
+    purchases that campaign applies to, and only those);
+  - the cards' stamps on stamp-card campaigns (current: they change under the cards' locks).
 """
 
 import uuid
@@ -23,7 +24,7 @@ import orjson
 from app.ledger import hot_repository as repository
 from app.ledger.rules import Plan, add_campaign_bonus, add_tier_bonus
 from app.programs.service import ProgramContext
-from app.rules.campaigns import Campaign, Purchase, bonus, capped
+from app.rules.campaigns import Campaign, Purchase, bonus, capped, stamp
 from app.rules.tiers import Ladder, Tier
 
 
@@ -40,6 +41,8 @@ class Earned:
 
     tier: Tier | None
     grants: dict[uuid.UUID, int]
+    stamps: dict[tuple[uuid.UUID, int], int]
+    """(campaign id, card id) -> the card's stamps after this purchase"""
 
 
 @dataclass
@@ -50,12 +53,19 @@ class Standing:
     cards: dict[int, _Card]
     spent: dict[uuid.UUID, int]
     """Budgeted campaigns: points granted so far, including this group's."""
+    stamps: dict[tuple[uuid.UUID, int], int] = field(default_factory=dict)
+    """Stamp cards: (campaign id, card id) -> stamps so far."""
+    window_start: date | None = None
+    """The first month the ladder's window counts (a purchase dated before it, by an offline
+    till, is spend of a month that no longer qualifies)."""
     spend: dict[tuple[int, date], int] = field(default_factory=dict)
     """Writes: (card id, first day of the month) -> qualifying spend to add."""
     tiers: dict[int, str] = field(default_factory=dict)
     """Writes: card id -> its new tier."""
     grants: dict[uuid.UUID, int] = field(default_factory=dict)
     """Writes: campaign id -> points this group granted."""
+    stamped: dict[tuple[uuid.UUID, int], int] = field(default_factory=dict)
+    """Writes: (campaign id, card id) -> the card's stamps now."""
 
     def earn(self, plan: Plan, at: datetime) -> Earned:
         card = self.cards.get(plan.card_id)
@@ -63,9 +73,11 @@ class Standing:
         if self.ladder is not None and card is not None:
             tier = self.ladder.current(card.tier, card.spend)
             add_tier_bonus(plan, self.program, self.ladder, tier)
+            plan.tier = {"code": tier.code, "upgraded_from": None}  # `commit` may move it
         grants: dict[uuid.UUID, int] = {}
+        stamps: dict[tuple[uuid.UUID, int], int] = {}
         if self.campaigns:
-            assert plan.applied is not None and plan.basket is not None
+            assert plan.applied is not None and plan.basket is not None and plan.eligible
             purchase = Purchase(
                 partner_id=plan.intent.partner_id,
                 tier=tier.code if tier else None,
@@ -76,15 +88,29 @@ class Standing:
                 **plan.basket,
             )
             for campaign in self.campaigns:
-                points = capped(campaign, bonus(campaign, purchase), self.spent.get(campaign.id, 0))
-                if points:
+                left = capped(campaign, campaign.bonus_points or 1, self.spent.get(campaign.id, 0))
+                if not left:
+                    continue  # the budget is spent: the campaign stops applying
+                if campaign.kind == "stamps":
+                    key = (campaign.id, plan.card_id)
+                    before = self.stamps.get(key, 0)
+                    after, points = stamp(campaign, purchase, plan.eligible, before)
+                    if (after, points) == (before, 0):
+                        continue
+                    stamps[key] = after
+                else:
+                    points = bonus(campaign, purchase)
+                points = capped(campaign, points, self.spent.get(campaign.id, 0))
+                if points or campaign.kind == "stamps":  # a stamp shows even without points
                     add_campaign_bonus(plan, self.program, campaign, points)
                     grants[campaign.id] = points
-        return Earned(tier, grants)
+        return Earned(tier, grants, stamps)
 
     def commit(self, plan: Plan, earned: Earned, occurred_at: datetime) -> None:
         """The purchase is posted: count its spend, move the card up if it crossed a
-        threshold (it earned at the tier before), and charge the campaigns' budgets."""
+        threshold (it earned at the tier before), and charge the campaigns' budgets. (Only a
+        posted purchase counts: qualifying spend is the eligible amount of posted accruals,
+        less returns and reversals.)"""
         assert plan.eligible
         utc = occurred_at.astimezone(UTC)
         key = (plan.card_id, date(utc.year, utc.month, 1))
@@ -93,11 +119,14 @@ class Standing:
             self.grants[campaign_id] = self.grants.get(campaign_id, 0) + points
             if campaign_id in self.spent:
                 self.spent[campaign_id] += points
+        self.stamps.update(earned.stamps)
+        self.stamped.update(earned.stamps)
         card = self.cards.get(plan.card_id)
         if card is None:
             return
         card.last_purchase_at = max(card.last_purchase_at or occurred_at, occurred_at)
-        card.spend += plan.eligible
+        if self.window_start is None or key[1] >= self.window_start:
+            card.spend += plan.eligible
         if self.ladder is None or earned.tier is None:
             return
         after = self.ladder.current(earned.tier.code, card.spend)
@@ -136,4 +165,11 @@ async def load(
         standing = {r["card_id"]: _Card(r["tier"], r["spend"], r["last_purchase_at"]) for r in rows}
     budgeted = [c.id for c in campaigns if c.budget_points is not None]
     spent = await repository.lock_campaigns(conn, budgeted) if budgeted else {}
-    return Standing(program, ladder, campaigns, standing, spent)
+    stamp_cards = [c.id for c in campaigns if c.kind == "stamps"]
+    stamps = await repository.stamps(conn, stamp_cards, cards) if stamp_cards else {}
+    window_start = None
+    if ladder is not None:
+        now: datetime = context[0]["now"].astimezone(UTC)
+        months = now.year * 12 + now.month - 1 - (ladder.window_months - 1)
+        window_start = date(months // 12, months % 12 + 1, 1)
+    return Standing(program, ladder, campaigns, standing, spent, stamps, window_start)

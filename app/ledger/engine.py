@@ -182,6 +182,7 @@ async def _post_group(
             [(card, month, amount) for (card, month), amount in standing.spend.items()],
             list(standing.tiers.items()),
             list(standing.grants.items()),
+            [(campaign, card, n) for (campaign, card), n in standing.stamped.items()],
         )
     return [s.outcome for s in states if s.outcome is not None]
 
@@ -360,7 +361,9 @@ def _apply(
             state.outcome = refusal(AmountOutOfRange())
             continue
         balances.update(new)
-        if standing is not None and earned is not None:
+        if standing is not None and earned is not None and plan.legs:
+            # Only what is posted counts: a receipt that earns nothing leaves no transaction,
+            # so nothing would stop it from counting again if it were sent again.
             standing.commit(plan, earned, occurred_at)
         transaction_id = None
         if plan.legs:

@@ -63,7 +63,8 @@ CONTEXT_AND_LOCK = """
                SELECT json_agg(json_build_object(
                    'id', k.id, 'code', k.code, 'version', k.version, 'kind', k.kind,
                    'points_pct', k.points_pct, 'bonus_points', k.bonus_points,
-                   'quiet_days', k.quiet_days,
+                   'quiet_days', k.quiet_days, 'stamps_needed', k.stamps_needed,
+                   'min_amount', k.min_amount,
                    'partner_id', k.partner_id, 'categories', k.categories, 'tiers', k.tiers,
                    'funded_by', k.funded_by, 'budget_points', k.budget_points))::text
                FROM campaigns k
@@ -146,6 +147,11 @@ WRITE = """
         UPDATE campaigns k SET spent_points = k.spent_points + v.points
         FROM unnest($34::uuid[], $35::bigint[]) AS v(id, points)
         WHERE k.id = v.id
+    ),
+    stamped AS (
+        INSERT INTO card_stamps (campaign_id, card_id, stamps)
+        SELECT * FROM unnest($36::uuid[], $37::bigint[], $38::int[])
+        ON CONFLICT (campaign_id, card_id) DO UPDATE SET stamps = EXCLUDED.stamps
     )
     SELECT 1
 """
@@ -175,6 +181,19 @@ CARD_STANDING = """
 LOCK_CAMPAIGNS = """
     SELECT id, spent_points FROM campaigns WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
+
+
+STAMPS = """
+    SELECT campaign_id, card_id, stamps FROM card_stamps
+    WHERE campaign_id = ANY($1::uuid[]) AND card_id = ANY($2::bigint[])
+"""
+
+
+async def stamps(
+    conn: asyncpg.Connection, campaign_ids: list[uuid.UUID], card_ids: list[int]
+) -> dict[tuple[uuid.UUID, int], int]:
+    rows = await conn.fetch(STAMPS, campaign_ids, card_ids)
+    return {(r["campaign_id"], r["card_id"]): r["stamps"] for r in rows}
 
 
 async def lock_campaigns(
@@ -287,6 +306,7 @@ async def write(
     spend: list[tuple[int, date, int]],
     tiers: list[tuple[int, str]],
     grants: list[tuple[uuid.UUID, int]],
+    stamps: list[tuple[uuid.UUID, int, int]],
 ) -> None:
     def cols(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
         return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
@@ -304,4 +324,5 @@ async def write(
         *cols(spend, 3),
         *cols(tiers, 2),
         *cols(grants, 2),
+        *cols(stamps, 3),
     )

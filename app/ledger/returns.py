@@ -2,11 +2,13 @@
 proportion to the value returned, from the amounts recorded at earn time (the accrual's own
 entries; today's rates never enter into it).
 
-Rounding: once the returns of a purchase P add up to R, the card has given back exactly
-floor(earned * R / P) of each asset; each return takes the difference from the total before it.
-So no split of returns ever takes back more than was earned, and when everything has come back
-(R = P) exactly what was earned has been taken back, whatever the split. A return too small to
-take back anything yet is still recorded: it counts towards the next one.
+Rounding: what a purchase earned is a set of legs (the partner's rule, the tier bonus, each
+campaign), each funded by someone. Once the returns of a purchase P add up to R, the card has
+given back exactly floor(earned * R / P) of each leg, to its funder; each return takes the
+difference from the total before it. So no split of returns ever takes back more than was
+earned, and when everything has come back (R = P) exactly what was earned has been taken back,
+whatever the split. A return too small to take back anything yet is still recorded: it counts
+towards the next one.
 
 If the card has already spent what is taken back, its balance goes below zero: a clawback debt.
 The database allows a negative balance only to refunds and reversals (migration 0006); the
@@ -73,20 +75,22 @@ async def return_goods(
             returnable=purchase - returned,
         )
 
+    # Each card leg of the accrual came with the leg that funded it (the partner's rule, the
+    # operator's tier bonus, a campaign's funder): each is taken back in proportion, and goes
+    # back to whoever funded it. At a full return every leg is taken back exactly.
     card = {a.asset: a for a in accounts}
     take = {"points": 0, "cashback": 0}
     balances: dict[int, int] = {}
     legs: list[tuple[int, str, int]] = []
     entries = await repository.original_entries(conn, accrual_id)
-    for entry in entries:
-        if entry.kind == AccountKind.CARD:
-            take[entry.asset] = taken_back(entry.amount, purchase, returned, req.amount)
-    for entry in entries:
-        amount = take[entry.asset]
-        if entry.kind == AccountKind.PARTNER_ISSUED and amount:
-            account = card[entry.asset]
-            balances[account.id] = account.balance - amount
-            legs += [(account.id, entry.asset, -amount), (entry.account_id, entry.asset, amount)]
+    for credit, funder in zip(entries[0::2], entries[1::2], strict=True):
+        assert credit.kind == AccountKind.CARD and funder.kind != AccountKind.CARD
+        amount = taken_back(credit.amount, purchase, returned, req.amount)
+        if amount:
+            account = card[credit.asset]
+            take[credit.asset] += amount
+            balances[account.id] = balances.get(account.id, account.balance) - amount
+            legs += [(account.id, credit.asset, -amount), (funder.account_id, credit.asset, amount)]
 
     transaction_id = uuid7() if legs else None
     if transaction_id is not None:
@@ -114,6 +118,8 @@ async def return_goods(
         spend = taken_back(original.eligible_amount, purchase, returned, req.amount)
         if spend:
             await rules.add_spend(conn, card_id, original.occurred_at, -spend)
+    if returned + req.amount == purchase:
+        await rules.unstamp(conn, accrual_id, card_id)
     return_id = uuid7()
     posted_at = await corrections.guard_reference(
         repository.insert_purchase_return(

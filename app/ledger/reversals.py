@@ -21,6 +21,7 @@ from app.ledger.errors import (
 from app.ledger.schemas import CardBalances, ReversalCreate, ReversalRead
 from app.models.enums import TransactionType
 from app.programs.service import ProgramContext
+from app.rules import repository as rules
 
 _REVERSIBLE = {TransactionType.ACCRUAL, TransactionType.AWARD, TransactionType.REDEMPTION}
 
@@ -62,6 +63,11 @@ async def reverse(
         if entry.account_id in balances:
             balances[entry.account_id] -= entry.amount
             change[entry.asset] -= entry.amount
+    if original.type == TransactionType.ACCRUAL and original.eligible_amount:
+        # The purchase never happened: it stops counting towards the card's tier.
+        spend = -original.eligible_amount
+        await rules.add_spend(conn, original.card_id, original.occurred_at, spend)
+        await rules.unstamp(conn, transaction_id, original.card_id)
     reversal_id = uuid7()
     posted_at = await corrections.write(
         conn,

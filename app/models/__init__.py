@@ -3,7 +3,7 @@
 from app.models.account import Account
 from app.models.api_key import ApiKey
 from app.models.base import Base
-from app.models.campaign import Campaign
+from app.models.campaign import Campaign, CardStamps
 from app.models.card import Card, CardSpend
 from app.models.hold import Hold
 from app.models.idempotency import IdempotencyRecord
@@ -20,6 +20,7 @@ __all__ = [
     "Campaign",
     "Card",
     "CardSpend",
+    "CardStamps",
     "EarnRule",
     "Earning",
     "Entry",

@@ -30,6 +30,9 @@ class Campaign(Base):
         CheckConstraint(
             "(kind = 'win_back') = (quiet_days IS NOT NULL)", name="quiet_days_iff_win_back"
         ),
+        CheckConstraint(
+            "(kind = 'stamps') = (stamps_needed IS NOT NULL)", name="stamps_needed_iff_stamps"
+        ),
         CheckConstraint("funded_by IN ('operator', 'partner')", name="funded_by_known"),
         CheckConstraint("starts_at < ends_at", name="window"),
         CheckConstraint(
@@ -50,10 +53,14 @@ class Campaign(Base):
     kind: Mapped[str] = mapped_column(String(32))
     """`multiplier`: extra points in percent of the base; `first_purchase`: a fixed bonus on a
     card's first purchase; `win_back`: a fixed bonus on the first purchase of a card that had
-    none for `quiet_days`."""
+    none for `quiet_days`; `stamps`: a stamp per purchase of at least `min_amount`, and a fixed
+    bonus on every `stamps_needed`-th."""
     points_pct: Mapped[int] = mapped_column(Integer)
     bonus_points: Mapped[int] = mapped_column(BigInteger)
     quiet_days: Mapped[int | None] = mapped_column(Integer)
+    stamps_needed: Mapped[int | None] = mapped_column(Integer)
+    min_amount: Mapped[int] = mapped_column(BigInteger, server_default="1")
+    """Stamps: the eligible amount a purchase needs to earn a stamp."""
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))
@@ -68,3 +75,15 @@ class Campaign(Base):
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = created_at_column()
+
+
+class CardStamps(Base):
+    """A card's stamps on a stamp-card campaign since its last reward. Changed only under the
+    card's account locks, with the purchases (and returns) that add or remove a stamp."""
+
+    __tablename__ = "card_stamps"
+    __table_args__ = (CheckConstraint("stamps >= 0", name="stamps_non_negative"),)
+
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    card_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("cards.id"), primary_key=True)
+    stamps: Mapped[int] = mapped_column(Integer)

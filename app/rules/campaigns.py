@@ -6,7 +6,10 @@ adds, within what is left of its budget.
 - `first_purchase`: a fixed number of points on a card's first purchase;
 - `win_back`: a fixed number of points on the next purchase of a card that bought nothing
   for `quiet_days` (a card that never bought anything is not won back: that is a first
-  purchase).
+  purchase);
+- `stamps`: a stamp card at a partner: each purchase with at least `min_amount` eligible
+  earns a stamp, and every `stamps_needed`-th stamp earns a fixed number of points (the card's
+  stamps are state: the engine keeps them, `stamp` says what one purchase does to them).
 Either may be limited to a partner and to some tiers, and capped by a budget of points: the
 purchase that reaches the cap gets what is left, and the campaign stops applying."""
 
@@ -28,6 +31,8 @@ class Campaign:
     points_pct: int
     bonus_points: int
     quiet_days: int | None
+    stamps_needed: int | None
+    min_amount: int
     partner_id: uuid.UUID | None
     categories: frozenset[str] | None
     tiers: frozenset[str] | None
@@ -45,6 +50,8 @@ class Campaign:
             points_pct=row["points_pct"],
             bonus_points=row["bonus_points"],
             quiet_days=row["quiet_days"],
+            stamps_needed=row["stamps_needed"],
+            min_amount=row["min_amount"],
             partner_id=uuid.UUID(row["partner_id"]) if row["partner_id"] else None,
             categories=frozenset(categories) if categories is not None else None,
             tiers=frozenset(tiers) if tiers is not None else None,
@@ -71,11 +78,26 @@ class Purchase:
     rates: EarnRates
 
 
-def bonus(campaign: Campaign, purchase: Purchase) -> int:
-    """The points `campaign` adds to `purchase`, before its budget."""
+def in_scope(campaign: Campaign, purchase: Purchase) -> bool:
     if campaign.partner_id is not None and campaign.partner_id != purchase.partner_id:
-        return 0
-    if campaign.tiers is not None and purchase.tier not in campaign.tiers:
+        return False
+    return campaign.tiers is None or purchase.tier in campaign.tiers
+
+
+def stamp(campaign: Campaign, purchase: Purchase, eligible: int, stamps: int) -> tuple[int, int]:
+    """A stamp card: (the card's stamps after this purchase, the points it earns). A purchase
+    out of scope or under `min_amount` leaves the stamps as they are."""
+    assert campaign.stamps_needed is not None
+    if not in_scope(campaign, purchase) or eligible < campaign.min_amount:
+        return stamps, 0
+    if stamps + 1 >= campaign.stamps_needed:
+        return 0, campaign.bonus_points
+    return stamps + 1, 0
+
+
+def bonus(campaign: Campaign, purchase: Purchase) -> int:
+    """The points `campaign` adds to `purchase`, before its budget (not for stamp cards)."""
+    if not in_scope(campaign, purchase):
         return 0
     if campaign.kind == "first_purchase":
         return campaign.bonus_points if purchase.last_purchase_at is None else 0
@@ -88,12 +110,11 @@ def bonus(campaign: Campaign, purchase: Purchase) -> int:
     if campaign.categories is not None:
         if purchase.lines is None:
             return 0
-        in_scope = [line for line in purchase.lines if line.category in campaign.categories]
+        lines = [line for line in purchase.lines if line.category in campaign.categories]
         # The eligible part of the lines in scope, earned at the partner's rate (the same
         # rounding as the whole purchase: it never exceeds the base points).
-        scoped = eligible_amount(
-            purchase.amount, in_scope, purchase.redeemed_amount, purchase.excluded
-        )
+        redeemed, excluded = purchase.redeemed_amount, purchase.excluded
+        scoped = eligible_amount(purchase.amount, lines, redeemed, excluded)
         base = earn_for_purchase(scoped, purchase.rates).points
     return base * campaign.points_pct // 100
 

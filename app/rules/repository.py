@@ -118,14 +118,34 @@ async def card_tier(
     return (await conn.execute(CARD_TIER, params)).one()
 
 
-# Qualifying spend follows the value when a card is replaced or merged into another.
+# Qualifying spend and stamps follow the value when a card is replaced or merged into another.
 MOVE_SPEND = text("""
     WITH moved AS (
         DELETE FROM card_spend WHERE card_id = :from_card RETURNING month, amount
+    ),
+    stamps AS (
+        DELETE FROM card_stamps WHERE card_id = :from_card RETURNING campaign_id, stamps
+    ),
+    stamped AS (
+        INSERT INTO card_stamps (campaign_id, card_id, stamps)
+        SELECT campaign_id, :to_card, stamps FROM stamps
+        ON CONFLICT (campaign_id, card_id)
+        DO UPDATE SET stamps = card_stamps.stamps + EXCLUDED.stamps
     )
     INSERT INTO card_spend (card_id, month, amount)
     SELECT :to_card, month, amount FROM moved
     ON CONFLICT (card_id, month) DO UPDATE SET amount = card_spend.amount + EXCLUDED.amount
+""")
+
+# A purchase returned in full, or reversed, gives back the stamps it earned (a stamp that
+# completed a card leaves the count at zero: the reward itself goes back with the return).
+UNSTAMP = text("""
+    UPDATE card_stamps s SET stamps = greatest(s.stamps - 1, 0)
+    FROM earnings e
+    JOIN transactions t ON t.id = e.transaction_id
+    JOIN campaigns k ON k.program_id = t.program_id AND k.code = e.rule_ref AND k.kind = 'stamps'
+    WHERE e.transaction_id = :accrual_id AND e.rule = 'campaign'
+      AND s.campaign_id = k.id AND s.card_id = :card_id
 """)
 
 TIERS_OF = text("SELECT id, tier FROM cards WHERE id IN (:a, :b)")
@@ -158,17 +178,18 @@ async def add_spend(conn: AsyncConnection, card_id: int, at: object, amount: int
 
 
 CAMPAIGN_COLUMNS = """
-    id, code, name, kind, points_pct, bonus_points, quiet_days, starts_at, ends_at, partner_id,
-    categories, tiers, funded_by, budget_points, spent_points, version, created_at
+    id, code, name, kind, points_pct, bonus_points, quiet_days, stamps_needed, min_amount,
+    starts_at, ends_at, partner_id, categories, tiers, funded_by, budget_points, spent_points,
+    version, created_at
 """
 
 INSERT_CAMPAIGN = text(f"""
     INSERT INTO campaigns (id, program_id, code, name, kind, points_pct, bonus_points,
-                           quiet_days, starts_at, ends_at, partner_id, categories, tiers,
-                           funded_by, budget_points, api_key_id)
+                           quiet_days, stamps_needed, min_amount, starts_at, ends_at,
+                           partner_id, categories, tiers, funded_by, budget_points, api_key_id)
     VALUES (:id, :program_id, :code, :name, :kind, :points_pct, :bonus_points, :quiet_days,
-            :starts_at, :ends_at, :partner_id, :categories, :tiers, :funded_by, :budget_points,
-            :api_key_id)
+            :stamps_needed, :min_amount, :starts_at, :ends_at, :partner_id, :categories,
+            :tiers, :funded_by, :budget_points, :api_key_id)
     ON CONFLICT (program_id, code) DO NOTHING
     RETURNING {CAMPAIGN_COLUMNS}
 """)
@@ -209,3 +230,7 @@ async def end_campaign(
 ) -> Row[tuple[object, ...]] | None:
     params = {"program_id": program_id, "id": campaign_id}
     return (await conn.execute(END_CAMPAIGN, params)).first()
+
+
+async def unstamp(conn: AsyncConnection, accrual_id: uuid.UUID, card_id: int) -> None:
+    await conn.execute(UNSTAMP, {"accrual_id": accrual_id, "card_id": card_id})

@@ -1,4 +1,5 @@
-"""The tier review: every card with a tier gets the tier its qualifying spend reaches now.
+"""The tier review: every open card with a tier, or with qualifying spend, gets the tier its
+spend reaches now.
 Purchases move cards up at once; this is what moves them down (spend that left the window,
 returns), and what applies a new ladder to cards that bought nothing since. Run it daily:
 `loyalty-ledger tiers`, or in the service (`TIER_REVIEW_SECONDS`).
@@ -14,8 +15,9 @@ from app.rules import repository
 from app.rules.tiers import Ladder
 
 PAGE = text("""
-    SELECT id FROM cards
-    WHERE program_id = :program_id AND tier IS NOT NULL AND id > :after
+    SELECT id FROM cards c
+    WHERE program_id = :program_id AND status <> 'closed' AND id > :after
+      AND (tier IS NOT NULL OR EXISTS (SELECT 1 FROM card_spend s WHERE s.card_id = c.id))
     ORDER BY id LIMIT :limit
 """)
 

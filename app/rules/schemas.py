@@ -87,7 +87,7 @@ class CampaignCreate(RequestModel):
 
     code: CampaignCode
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    kind: Literal["multiplier", "first_purchase", "win_back"]
+    kind: Literal["multiplier", "first_purchase", "win_back", "stamps"]
     points_pct: Annotated[int, Field(strict=True, ge=0, le=1_000)] = Field(
         default=0,
         description="multiplier: extra points in percent of what the partner's rule grants "
@@ -100,6 +100,14 @@ class CampaignCreate(RequestModel):
     )
     quiet_days: Annotated[int, Field(strict=True, ge=1, le=3_650)] | None = Field(
         default=None, description="win_back: days without a purchase that make a card quiet."
+    )
+    stamps_needed: Annotated[int, Field(strict=True, ge=2, le=100)] | None = Field(
+        default=None,
+        description="stamps: every this-many-th stamped purchase earns `bonus_points` (buy "
+        "nine, the tenth is on us: 10).",
+    )
+    min_amount: Annotated[int, Field(strict=True, ge=1, le=MAX_AMOUNT)] = Field(
+        default=1, description="stamps: the eligible amount a purchase needs for a stamp."
     )
     starts_at: AwareDatetime
     ends_at: AwareDatetime
@@ -136,13 +144,17 @@ class CampaignCreate(RequestModel):
             raise ValueError("starts_at must be before ends_at")
         if self.kind == "multiplier" and (self.points_pct == 0 or self.bonus_points):
             raise ValueError("a multiplier needs points_pct > 0 and no bonus_points")
-        fixed = self.kind in ("first_purchase", "win_back")
+        fixed = self.kind in ("first_purchase", "win_back", "stamps")
         if fixed and (self.bonus_points == 0 or self.points_pct):
             raise ValueError(f"a {self.kind} campaign needs bonus_points > 0, no points_pct")
         if fixed and self.categories is not None:
             raise ValueError("categories apply to multipliers only")
         if (self.kind == "win_back") != (self.quiet_days is not None):
             raise ValueError("quiet_days is for win_back campaigns, which need it")
+        if (self.kind == "stamps") != (self.stamps_needed is not None):
+            raise ValueError("stamps_needed is for stamps campaigns, which need it")
+        if self.kind == "stamps" and self.partner_id is None:
+            raise ValueError("a stamp card is a partner's: it needs partner_id")
         if self.funded_by == "partner" and self.partner_id is None:
             raise ValueError("a campaign the partner funds must name the partner (partner_id)")
         return self
@@ -156,6 +168,8 @@ class CampaignRead(ResponseModel):
     points_pct: int
     bonus_points: int
     quiet_days: int | None
+    stamps_needed: int | None
+    min_amount: int
     starts_at: datetime
     ends_at: datetime
     partner_id: uuid.UUID | None

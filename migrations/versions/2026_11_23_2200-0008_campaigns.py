@@ -1,4 +1,5 @@
-"""campaigns: time-boxed bonuses (multipliers, first purchase, win-back) with scopes and budgets
+"""campaigns: time-boxed bonuses (multipliers, first purchase, win-back, stamp cards) with
+scopes and budgets
 
 Revision ID: 0008
 Revises: 0007
@@ -28,6 +29,8 @@ def upgrade() -> None:
         sa.Column("points_pct", sa.Integer(), nullable=False),
         sa.Column("bonus_points", sa.BigInteger(), nullable=False),
         sa.Column("quiet_days", sa.Integer(), nullable=True),
+        sa.Column("stamps_needed", sa.Integer(), nullable=True),
+        sa.Column("min_amount", sa.BigInteger(), server_default="1", nullable=False),
         sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("partner_id", sa.Uuid(), nullable=True),
@@ -45,7 +48,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "kind IN ('multiplier', 'first_purchase', 'win_back')",
+            "kind IN ('multiplier', 'first_purchase', 'win_back', 'stamps')",
             name=op.f("ck_campaigns_kind_known"),
         ),
         sa.CheckConstraint(
@@ -55,6 +58,10 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "(kind = 'win_back') = (quiet_days IS NOT NULL)",
             name=op.f("ck_campaigns_quiet_days_iff_win_back"),
+        ),
+        sa.CheckConstraint(
+            "(kind = 'stamps') = (stamps_needed IS NOT NULL)",
+            name=op.f("ck_campaigns_stamps_needed_iff_stamps"),
         ),
         sa.CheckConstraint(
             "spent_points >= 0 AND (budget_points IS NULL OR spent_points <= budget_points)",
@@ -77,6 +84,20 @@ def upgrade() -> None:
         sa.UniqueConstraint("program_id", "code", name="uq_campaigns_program_code"),
     )
     op.create_index("ix_campaigns_window", "campaigns", ["program_id", "ends_at"])
+    op.create_table(
+        "card_stamps",
+        sa.Column("campaign_id", sa.Uuid(), nullable=False),
+        sa.Column("card_id", sa.BigInteger(), nullable=False),
+        sa.Column("stamps", sa.Integer(), nullable=False),
+        sa.CheckConstraint("stamps >= 0", name=op.f("ck_card_stamps_stamps_non_negative")),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"], ["campaigns.id"], name=op.f("fk_card_stamps_campaign_id_campaigns")
+        ),
+        sa.ForeignKeyConstraint(
+            ["card_id"], ["cards.id"], name=op.f("fk_card_stamps_card_id_cards")
+        ),
+        sa.PrimaryKeyConstraint("campaign_id", "card_id", name=op.f("pk_card_stamps")),
+    )
     op.drop_constraint(op.f("ck_earnings_rule_known"), "earnings", type_="check")
     op.create_check_constraint(
         op.f("ck_earnings_rule_known"), "earnings", "rule IN ('base', 'tier', 'campaign')"
@@ -88,5 +109,6 @@ def downgrade() -> None:
     op.create_check_constraint(
         op.f("ck_earnings_rule_known"), "earnings", "rule IN ('base', 'tier')"
     )
+    op.drop_table("card_stamps")
     op.drop_index("ix_campaigns_window", table_name="campaigns")
     op.drop_table("campaigns")
