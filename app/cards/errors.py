@@ -22,7 +22,7 @@ class CardNumberTaken(AppError):
 class CustomerReferenceMismatch(AppError):
     status = 422
     code = "customer_reference_mismatch"
-    title = "Personalized cards need a customer reference; bearer cards must not have one"
+    title = "Personalized cards need a customer reference; bearer cards carry no customer data"
 
 
 class CardClosed(AppError):

@@ -10,6 +10,7 @@ before the close committed.
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -53,6 +54,7 @@ class LockedCard:
     status: str
     kind: str
     customer_reference: str | None
+    birth_date: date | None
     accounts: dict[str, int] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)
@@ -76,7 +78,14 @@ async def _lock(
     for row in rows:
         card = found.setdefault(
             row.card_number,
-            LockedCard(row.card_id, row.card_number, row.status, row.kind, row.customer_reference),
+            LockedCard(
+                row.card_id,
+                row.card_number,
+                row.status,
+                row.kind,
+                row.customer_reference,
+                row.birth_date,
+            ),
         )
         card.accounts[row.asset] = row.account_id
         card.balances[row.asset] = row.balance
@@ -198,6 +207,7 @@ async def replace(
             kind=CardKind(old.kind),
             customer_reference=old.customer_reference,
             card_number=req.card_number,
+            birth_date=old.birth_date,
         ),
     )
     new = (await _lock(conn, program, [issued.card_number]))[issued.card_number]

@@ -1,13 +1,15 @@
 import uuid
+from datetime import date
 
 from sqlalchemy import text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 INSERT_CARD = text("""
-    INSERT INTO cards (program_id, card_number, kind, customer_reference, status,
+    INSERT INTO cards (program_id, card_number, kind, customer_reference, birth_date, status,
                        issued_by_partner_id)
-    VALUES (:program_id, :card_number, :kind, :customer_reference, 'active', :partner_id)
+    VALUES (:program_id, :card_number, :kind, :customer_reference, :birth_date, 'active',
+            :partner_id)
     ON CONFLICT (program_id, card_number) DO NOTHING
     RETURNING id
 """)
@@ -20,7 +22,8 @@ INSERT_CARD_ACCOUNTS = text("""
 
 # A card with the balances of its accounts, in one row.
 GET_CARD = text("""
-    SELECT c.id, c.card_number, c.kind, c.status, c.customer_reference, c.created_at,
+    SELECT c.id, c.card_number, c.kind, c.status, c.customer_reference, c.birth_date,
+           c.created_at,
            c.closed_at,
            (SELECT r.card_number FROM cards r WHERE r.id = c.replaced_by_card_id) AS replaced_by,
            max(a.balance) FILTER (WHERE a.asset = 'points') AS points,
@@ -45,6 +48,7 @@ async def insert(
     card_number: str,
     kind: str,
     customer_reference: str | None,
+    birth_date: date | None = None,
     partner_id: uuid.UUID | None,
 ) -> int | None:
     params = {
@@ -52,6 +56,7 @@ async def insert(
         "card_number": card_number,
         "kind": kind,
         "customer_reference": customer_reference,
+        "birth_date": birth_date,
         "partner_id": partner_id,
     }
     row = (await conn.execute(INSERT_CARD, params)).first()
@@ -82,7 +87,7 @@ async def set_status(conn: AsyncConnection, program_id: int, card_number: str, s
 # the lock, only the locked account rows are re-read: `a.closed_at` is current, the card row's
 # status may be older.
 LOCK_CARDS = text("""
-    SELECT c.id AS card_id, c.card_number, c.status, c.kind, c.customer_reference,
+    SELECT c.id AS card_id, c.card_number, c.status, c.kind, c.customer_reference, c.birth_date,
            a.id AS account_id, a.asset, a.balance, a.held, a.closed_at
     FROM cards c JOIN accounts a ON a.card_id = c.id
     WHERE c.program_id = :program_id AND c.card_number = ANY(CAST(:numbers AS text[]))

@@ -1,5 +1,5 @@
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 
 from pydantic import Field
@@ -24,6 +24,9 @@ class CardCreate(RequestModel):
         description="Operator keys may supply the number (pre-printed cards); "
         "otherwise one is generated.",
     )
+    birth_date: date | None = Field(
+        default=None, description="Personalized cards: the customer's, for birthday campaigns."
+    )
 
 
 class CardRead(ResponseModel):
@@ -31,6 +34,7 @@ class CardRead(ResponseModel):
     kind: CardKind
     status: CardStatus
     customer_reference: str | None
+    birth_date: date | None = None
     points: int = Field(description="Points the card holds.")
     cashback: int = Field(description="Cashback the card holds, in minor units of `currency`.")
     currency: str

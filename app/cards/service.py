@@ -29,6 +29,7 @@ def _read(row: Row[tuple[object, ...]], currency: str, tier: CardTierRead | None
         kind=m["kind"],
         status=m["status"],
         customer_reference=m["customer_reference"],
+        birth_date=m["birth_date"],
         points=m["points"],
         cashback=m["cashback"],
         currency=currency,
@@ -48,6 +49,8 @@ async def issue_card(
 ) -> CardRead:
     if (req.kind == CardKind.PERSONALIZED) != (req.customer_reference is not None):
         raise CustomerReferenceMismatch()
+    if req.birth_date is not None and req.kind != CardKind.PERSONALIZED:
+        raise CustomerReferenceMismatch("A bearer card carries no customer data: no birth date.")
     if req.card_number is not None and not principal.is_operator:
         raise Forbidden("Only an operator key may choose a card number.")
 
@@ -63,6 +66,7 @@ async def issue_card(
             card_number=number,
             kind=req.kind.value,
             customer_reference=req.customer_reference,
+            birth_date=req.birth_date,
             partner_id=principal.partner_id,
         )
         if card_id is not None:

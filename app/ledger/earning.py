@@ -5,8 +5,8 @@ move up the ladder, its first purchase) and to the campaigns' budgets.
 The posting engine (engine.py) loads a `Standing` once per group, after the cards' accounts
 are locked, asks it to `earn` each purchase before the balance check, and to `commit` the ones
 it posts. Reads it needs beyond the context statement, only when they matter:
-  - the cards' tier, spend and latest purchase (a program with a ladder, or a first-purchase
-    or win-back campaign);
+  - the cards' tier, spend, latest purchase, birth date and latest birthday bonus (a program
+    with a ladder, or a first-purchase, win-back or birthday campaign);
   - the budgeted campaigns' spent points, locked `FOR UPDATE` after the cards (the row lock
     is what keeps a budget from being overspent by concurrent groups; it serializes the
     purchases that campaign applies to, and only those);
@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
@@ -33,6 +34,8 @@ class _Card:
     tier: str | None
     spend: int
     last_purchase_at: datetime | None
+    birth_date: date | None = None
+    last_birthday_bonus: date | None = None
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Earned:
     grants: dict[uuid.UUID, int]
     stamps: dict[tuple[uuid.UUID, int], int]
     """(campaign id, card id) -> the card's stamps after this purchase"""
+    birthday: date | None = None
+    """The program's date of a purchase that got a birthday bonus."""
 
 
 @dataclass
@@ -76,14 +81,19 @@ class Standing:
             plan.tier = {"code": tier.code, "upgraded_from": None}  # `commit` may move it
         grants: dict[uuid.UUID, int] = {}
         stamps: dict[tuple[uuid.UUID, int], int] = {}
+        birthday = None
         if self.campaigns:
             assert plan.applied is not None and plan.basket is not None and plan.eligible
+            local_date = at.astimezone(ZoneInfo(self.program.timezone)).date()
             purchase = Purchase(
                 partner_id=plan.intent.partner_id,
                 tier=tier.code if tier else None,
                 # Without a card standing (no campaign needs it), no first or win-back bonus.
                 last_purchase_at=card.last_purchase_at if card else at,
                 at=at,
+                local_date=local_date,
+                birth_date=card.birth_date if card else None,
+                last_birthday_bonus=card.last_birthday_bonus if card else None,
                 base_points=plan.applied[0]["points"],
                 **plan.basket,
             )
@@ -104,7 +114,9 @@ class Standing:
                 if points or campaign.kind == "stamps":  # a stamp shows even without points
                     add_campaign_bonus(plan, self.program, campaign, points)
                     grants[campaign.id] = points
-        return Earned(tier, grants, stamps)
+                    if campaign.kind == "birthday":
+                        birthday = local_date
+        return Earned(tier, grants, stamps, birthday)
 
     def commit(self, plan: Plan, earned: Earned, occurred_at: datetime) -> None:
         """The purchase is posted: count its spend, move the card up if it crossed a
@@ -125,6 +137,8 @@ class Standing:
         if card is None:
             return
         card.last_purchase_at = max(card.last_purchase_at or occurred_at, occurred_at)
+        if earned.birthday is not None:
+            card.last_birthday_bonus = earned.birthday
         if self.window_start is None or key[1] >= self.window_start:
             card.spend += plan.eligible
         if self.ladder is None or earned.tier is None:
@@ -152,17 +166,30 @@ async def load(
     stored = context[0]["campaigns"]
     campaigns = [Campaign.from_stored(c) for c in orjson.loads(stored)] if stored else []
     needs_cards = context[0]["ladder_version"] is not None or any(
-        c.kind in ("first_purchase", "win_back") for c in campaigns
+        c.kind in ("first_purchase", "win_back", "birthday") for c in campaigns
     )
     ladder, standing = None, {}
     if needs_cards:
-        rows = await repository.card_standing(conn, program.id, cards)
+        birthdays = [c.code for c in campaigns if c.kind == "birthday"]
+        rows = await repository.card_standing(conn, program.id, cards, birthdays)
         first = rows[0]
         if first["version"] is not None:
             ladder = Ladder.from_stored(
                 first["version"], first["window_months"], orjson.loads(first["tiers"])
             )
-        standing = {r["card_id"]: _Card(r["tier"], r["spend"], r["last_purchase_at"]) for r in rows}
+        zone = ZoneInfo(program.timezone)
+        standing = {
+            r["card_id"]: _Card(
+                r["tier"],
+                r["spend"],
+                r["last_purchase_at"],
+                r["birth_date"],
+                r["last_birthday_bonus"].astimezone(zone).date()
+                if r["last_birthday_bonus"]
+                else None,
+            )
+            for r in rows
+        }
     budgeted = [c.id for c in campaigns if c.budget_points is not None]
     spent = await repository.lock_campaigns(conn, budgeted) if budgeted else {}
     stamp_cards = [c.id for c in campaigns if c.kind == "stamps"]

@@ -64,7 +64,7 @@ CONTEXT_AND_LOCK = """
                    'id', k.id, 'code', k.code, 'version', k.version, 'kind', k.kind,
                    'points_pct', k.points_pct, 'bonus_points', k.bonus_points,
                    'quiet_days', k.quiet_days, 'stamps_needed', k.stamps_needed,
-                   'min_amount', k.min_amount,
+                   'min_amount', k.min_amount, 'window_days', k.window_days,
                    'partner_id', k.partner_id, 'categories', k.categories, 'tiers', k.tiers,
                    'funded_by', k.funded_by, 'budget_points', k.budget_points))::text
                FROM campaigns k
@@ -157,7 +157,8 @@ WRITE = """
 """
 
 # The tier ladder (if any) and, per card, its tier, its qualifying spend over the ladder's
-# window, and its latest purchase. Read after the cards' accounts are locked (a
+# window, its latest purchase, and for birthday campaigns ($3: their codes) the birth date and
+# when the card last got a birthday bonus. Read after the cards' accounts are locked (a
 # statement of its own, so a fresh snapshot): whatever changes these holds those locks.
 CARD_STANDING = """
     WITH ladder AS (
@@ -173,7 +174,14 @@ CARD_STANDING = """
            AS spend,
            (SELECT max(t.occurred_at) FROM transactions t
             WHERE t.card_id = c.id AND t.type = 'accrual' AND t.purchase_amount > 0)
-           AS last_purchase_at
+           AS last_purchase_at,
+           c.birth_date,
+           CASE WHEN c.birth_date IS NOT NULL THEN (
+               SELECT max(t.occurred_at) FROM transactions t
+               JOIN earnings e ON e.transaction_id = t.id
+               WHERE t.card_id = c.id AND e.rule = 'campaign'
+                 AND e.rule_ref = ANY($3::text[])
+           ) END AS last_birthday_bonus
     FROM cards c LEFT JOIN ladder ON true WHERE c.id = ANY($2::bigint[])
 """
 
@@ -203,9 +211,9 @@ async def lock_campaigns(
 
 
 async def card_standing(
-    conn: asyncpg.Connection, program_id: int, card_ids: list[int]
+    conn: asyncpg.Connection, program_id: int, card_ids: list[int], birthday_campaigns: list[str]
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(CARD_STANDING, program_id, card_ids))
+    return list(await conn.fetch(CARD_STANDING, program_id, card_ids, birthday_campaigns))
 
 
 # A till's balance check in one statement: the key, the card, its balances and holds. Holds

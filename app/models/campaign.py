@@ -33,6 +33,9 @@ class Campaign(Base):
         CheckConstraint(
             "(kind = 'stamps') = (stamps_needed IS NOT NULL)", name="stamps_needed_iff_stamps"
         ),
+        CheckConstraint(
+            "(kind = 'birthday') = (window_days IS NOT NULL)", name="window_days_iff_birthday"
+        ),
         CheckConstraint("funded_by IN ('operator', 'partner')", name="funded_by_known"),
         CheckConstraint("starts_at < ends_at", name="window"),
         CheckConstraint(
@@ -54,13 +57,16 @@ class Campaign(Base):
     """`multiplier`: extra points in percent of the base; `first_purchase`: a fixed bonus on a
     card's first purchase; `win_back`: a fixed bonus on the first purchase of a card that had
     none for `quiet_days`; `stamps`: a stamp per purchase of at least `min_amount`, and a fixed
-    bonus on every `stamps_needed`-th."""
+    bonus on every `stamps_needed`-th; `birthday`: a fixed bonus on a personalized card's
+    first purchase in the `window_days` from its birthday, once a year."""
     points_pct: Mapped[int] = mapped_column(Integer)
     bonus_points: Mapped[int] = mapped_column(BigInteger)
     quiet_days: Mapped[int | None] = mapped_column(Integer)
     stamps_needed: Mapped[int | None] = mapped_column(Integer)
     min_amount: Mapped[int] = mapped_column(BigInteger, server_default="1")
     """Stamps: the eligible amount a purchase needs to earn a stamp."""
+    window_days: Mapped[int | None] = mapped_column(Integer)
+    """Birthday: how many days after the birthday a purchase still earns the bonus."""
     starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     partner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("partners.id"))

@@ -31,6 +31,9 @@ class Card(Base):
             name="customer_reference_iff_personalized",
         ),
         UniqueConstraint("program_id", "card_number", name="uq_cards_program_card_number"),
+        CheckConstraint(
+            "birth_date IS NULL OR kind = 'personalized'", name="birth_date_personalized"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -43,6 +46,8 @@ class Card(Base):
     replaced_by_card_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("cards.id"))
     """Closed cards that were replaced or merged: the card that holds their value now."""
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    """Personalized cards: the customer's birth date, for birthday campaigns."""
     tier: Mapped[str | None] = mapped_column(String(32))
     """The card's tier code in the program's ladder (NULL: no ladder yet, or the lowest tier
     before the card's first purchase). Up at once when a purchase crosses a threshold; down

@@ -7,16 +7,20 @@ adds, within what is left of its budget.
 - `win_back`: a fixed number of points on the next purchase of a card that bought nothing
   for `quiet_days` (a card that never bought anything is not won back: that is a first
   purchase);
+- `birthday`: a fixed number of points on a personalized card's first purchase in the
+  `window_days` from the customer's birthday, once a year (29 February is 28 February in
+  other years);
 - `stamps`: a stamp card at a partner: each purchase with at least `min_amount` eligible
   earns a stamp, and every `stamps_needed`-th stamp earns a fixed number of points (the card's
   stamps are state: the engine keeps them, `stamp` says what one purchase does to them).
 Either may be limited to a partner and to some tiers, and capped by a budget of points: the
 purchase that reaches the cap gets what is left, and the campaign stops applying."""
 
+import calendar
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from app.rules.earn import EarnRates, Exclusions, Line, earn_for_purchase, eligible_amount
@@ -33,6 +37,7 @@ class Campaign:
     quiet_days: int | None
     stamps_needed: int | None
     min_amount: int
+    window_days: int | None
     partner_id: uuid.UUID | None
     categories: frozenset[str] | None
     tiers: frozenset[str] | None
@@ -52,6 +57,7 @@ class Campaign:
             quiet_days=row["quiet_days"],
             stamps_needed=row["stamps_needed"],
             min_amount=row["min_amount"],
+            window_days=row["window_days"],
             partner_id=uuid.UUID(row["partner_id"]) if row["partner_id"] else None,
             categories=frozenset(categories) if categories is not None else None,
             tiers=frozenset(tiers) if tiers is not None else None,
@@ -70,6 +76,11 @@ class Purchase:
     """The card's latest purchase before this one (None: this is its first)."""
     at: datetime
     """When this purchase happens."""
+    local_date: date
+    """Its date in the program's time zone."""
+    birth_date: date | None
+    last_birthday_bonus: date | None
+    """When (program's date) the card last got a birthday bonus."""
     base_points: int
     amount: int
     lines: Sequence[Line] | None
@@ -101,6 +112,13 @@ def bonus(campaign: Campaign, purchase: Purchase) -> int:
         return 0
     if campaign.kind == "first_purchase":
         return campaign.bonus_points if purchase.last_purchase_at is None else 0
+    if campaign.kind == "birthday":
+        assert campaign.window_days is not None
+        birthday = current_birthday(purchase.birth_date, purchase.local_date, campaign.window_days)
+        if birthday is None:
+            return 0
+        last = purchase.last_birthday_bonus
+        return campaign.bonus_points if last is None or last < birthday else 0
     if campaign.kind == "win_back":
         assert campaign.quiet_days is not None
         last = purchase.last_purchase_at
@@ -117,6 +135,24 @@ def bonus(campaign: Campaign, purchase: Purchase) -> int:
         scoped = eligible_amount(purchase.amount, lines, redeemed, excluded)
         base = earn_for_purchase(scoped, purchase.rates).points
     return base * campaign.points_pct // 100
+
+
+def birthday_in(birth_date: date, year: int) -> date:
+    """The birthday in `year` (29 February falls on 28 February outside leap years)."""
+    if (birth_date.month, birth_date.day) == (2, 29) and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return birth_date.replace(year=year)
+
+
+def current_birthday(birth_date: date | None, today: date, window_days: int) -> date | None:
+    """The birthday whose window `today` is in, if any (the window may cross New Year)."""
+    if birth_date is None:
+        return None
+    for year in (today.year, today.year - 1):
+        birthday = birthday_in(birth_date, year)
+        if birthday <= today <= birthday + timedelta(days=window_days):
+            return birthday
+    return None
 
 
 def capped(campaign: Campaign, points: int, spent: int) -> int:

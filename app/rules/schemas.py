@@ -87,7 +87,7 @@ class CampaignCreate(RequestModel):
 
     code: CampaignCode
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    kind: Literal["multiplier", "first_purchase", "win_back", "stamps"]
+    kind: Literal["multiplier", "first_purchase", "win_back", "stamps", "birthday"]
     points_pct: Annotated[int, Field(strict=True, ge=0, le=1_000)] = Field(
         default=0,
         description="multiplier: extra points in percent of what the partner's rule grants "
@@ -108,6 +108,12 @@ class CampaignCreate(RequestModel):
     )
     min_amount: Annotated[int, Field(strict=True, ge=1, le=MAX_AMOUNT)] = Field(
         default=1, description="stamps: the eligible amount a purchase needs for a stamp."
+    )
+    window_days: Annotated[int, Field(strict=True, ge=0, le=31)] | None = Field(
+        default=None,
+        description="birthday: how many days after the birthday (in the program's time zone) "
+        "the first purchase still earns the bonus; 0: the day itself. A 29 February birthday "
+        "is on 28 February in other years.",
     )
     starts_at: AwareDatetime
     ends_at: AwareDatetime
@@ -144,7 +150,7 @@ class CampaignCreate(RequestModel):
             raise ValueError("starts_at must be before ends_at")
         if self.kind == "multiplier" and (self.points_pct == 0 or self.bonus_points):
             raise ValueError("a multiplier needs points_pct > 0 and no bonus_points")
-        fixed = self.kind in ("first_purchase", "win_back", "stamps")
+        fixed = self.kind in ("first_purchase", "win_back", "stamps", "birthday")
         if fixed and (self.bonus_points == 0 or self.points_pct):
             raise ValueError(f"a {self.kind} campaign needs bonus_points > 0, no points_pct")
         if fixed and self.categories is not None:
@@ -153,6 +159,8 @@ class CampaignCreate(RequestModel):
             raise ValueError("quiet_days is for win_back campaigns, which need it")
         if (self.kind == "stamps") != (self.stamps_needed is not None):
             raise ValueError("stamps_needed is for stamps campaigns, which need it")
+        if (self.kind == "birthday") != (self.window_days is not None):
+            raise ValueError("window_days is for birthday campaigns, which need it")
         if self.kind == "stamps" and self.partner_id is None:
             raise ValueError("a stamp card is a partner's: it needs partner_id")
         if self.funded_by == "partner" and self.partner_id is None:
@@ -170,6 +178,7 @@ class CampaignRead(ResponseModel):
     quiet_days: int | None
     stamps_needed: int | None
     min_amount: int
+    window_days: int | None
     starts_at: datetime
     ends_at: datetime
     partner_id: uuid.UUID | None

@@ -1,5 +1,5 @@
-"""campaigns: time-boxed bonuses (multipliers, first purchase, win-back, stamp cards) with
-scopes and budgets
+"""campaigns: time-boxed bonuses (multipliers, first purchase, win-back, stamp cards,
+birthdays) with scopes and budgets; a personalized card's birth date
 
 Revision ID: 0008
 Revises: 0007
@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("quiet_days", sa.Integer(), nullable=True),
         sa.Column("stamps_needed", sa.Integer(), nullable=True),
         sa.Column("min_amount", sa.BigInteger(), server_default="1", nullable=False),
+        sa.Column("window_days", sa.Integer(), nullable=True),
         sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("partner_id", sa.Uuid(), nullable=True),
@@ -48,7 +49,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "kind IN ('multiplier', 'first_purchase', 'win_back', 'stamps')",
+            "kind IN ('multiplier', 'first_purchase', 'win_back', 'stamps', 'birthday')",
             name=op.f("ck_campaigns_kind_known"),
         ),
         sa.CheckConstraint(
@@ -62,6 +63,10 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "(kind = 'stamps') = (stamps_needed IS NOT NULL)",
             name=op.f("ck_campaigns_stamps_needed_iff_stamps"),
+        ),
+        sa.CheckConstraint(
+            "(kind = 'birthday') = (window_days IS NOT NULL)",
+            name=op.f("ck_campaigns_window_days_iff_birthday"),
         ),
         sa.CheckConstraint(
             "spent_points >= 0 AND (budget_points IS NULL OR spent_points <= budget_points)",
@@ -102,9 +107,17 @@ def upgrade() -> None:
     op.create_check_constraint(
         op.f("ck_earnings_rule_known"), "earnings", "rule IN ('base', 'tier', 'campaign')"
     )
+    op.add_column("cards", sa.Column("birth_date", sa.Date(), nullable=True))
+    op.create_check_constraint(
+        op.f("ck_cards_birth_date_personalized"),
+        "cards",
+        "birth_date IS NULL OR kind = 'personalized'",
+    )
 
 
 def downgrade() -> None:
+    op.drop_constraint(op.f("ck_cards_birth_date_personalized"), "cards", type_="check")
+    op.drop_column("cards", "birth_date")
     op.drop_constraint(op.f("ck_earnings_rule_known"), "earnings", type_="check")
     op.create_check_constraint(
         op.f("ck_earnings_rule_known"), "earnings", "rule IN ('base', 'tier')"
