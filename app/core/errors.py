@@ -151,19 +151,22 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 def _client_location(loc: list[str], body: Any) -> list[str]:
     """Pydantic names the chosen variant of a tagged union (`purchase`, `award`...) in an
     error's location, right where it enters the object; the client's JSON has no such level,
-    so drop it. (Only there, and only if the object has no field of that name: a field may
-    also be named like the variant, or carry a `kind` the client made up.)"""
+    so drop it. (Only there, and not when it is the last part and the object has a field of
+    that name: then the field is at fault, named like the variant or like a `kind` the client
+    made up.)"""
     if not loc or loc[0] != "body":
         return loc
     kept = [loc[0]]
     node = body
     entered = True  # just stepped into `node`
-    for part in loc[1:]:
+    parts = loc[1:]
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
         if (
             entered
             and isinstance(node, dict)
-            and part not in node
             and part in (node.get("type"), node.get("kind"))
+            and (part not in node or not last)
         ):
             entered = False
             continue
