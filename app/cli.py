@@ -130,6 +130,17 @@ def sweep_holds() -> None:
     typer.echo(f"released {_with_program(sweep)} expired holds")
 
 
+@cli.command("purge-idempotency")
+def purge_idempotency() -> None:
+    """Delete idempotency records older than IDEMPOTENCY_RETENTION_DAYS (30 by default). Safe
+    while the service runs (which also purges, see IDEMPOTENCY_PURGE_SECONDS)."""
+    from app.idempotency.retention import purge
+
+    days = get_settings().idempotency_retention_days
+    purged = _with_program(lambda engine, program: purge(engine, program, days))
+    typer.echo(f"purged {purged} idempotency records older than {days} days")
+
+
 def _with_program(job: Any) -> Any:
     """Run `job(engine, program)` against the configured database."""
     from app.db.engine import create_engine

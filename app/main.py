@@ -3,7 +3,7 @@ background work (group commit, the hold sweep)."""
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,6 +22,7 @@ from app.db.migrate import head_revision
 from app.health.router import router as health_router
 from app.holds.expiry import sweep
 from app.holds.router import router as holds_router
+from app.idempotency.retention import purge
 from app.ledger.batcher import PostingBatcher
 from app.ledger.hot_http import HotRoutes
 from app.ledger.router import router as ledger_router
@@ -54,16 +55,19 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
             max_group=settings.posting_max_group,
         )
         program = app.state.program
+        retention = settings.idempotency_retention_days
+        periodic: list[tuple[str, float, Callable[[], Awaitable[int]]]] = [
+            ("expired holds released", settings.hold_sweep_seconds, lambda: sweep(engine, program)),
+            ("cards moved tier", settings.tier_review_seconds, lambda: review(engine, program)),
+            (
+                "idempotency records purged",
+                settings.idempotency_purge_seconds,
+                lambda: purge(engine, program, retention),
+            ),
+        ]
         jobs = [
             asyncio.create_task(run_every(name, every, job))
-            for name, every, job in (
-                (
-                    "expired holds released",
-                    settings.hold_sweep_seconds,
-                    lambda: sweep(engine, program),
-                ),
-                ("cards moved tier", settings.tier_review_seconds, lambda: review(engine, program)),
-            )
+            for name, every, job in periodic
             if every > 0
         ]
         try:

@@ -90,6 +90,7 @@ def settings(database_url: str) -> Settings:
         program_currency="EUR",
         hold_sweep_seconds=0,
         tier_review_seconds=0,
+        idempotency_purge_seconds=0,
         _env_file=None,
     )
 

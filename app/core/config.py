@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # `loyalty-ledger tiers` daily). Purchases move cards up at once; the review moves them down.
     tier_review_seconds: float = Field(default=6 * 3600.0, ge=0)
 
+    # Idempotency records older than this are purged, this often, by every process (0: never;
+    # then run `loyalty-ledger purge-idempotency`).
+    idempotency_retention_days: int = Field(default=30, ge=1)
+    idempotency_purge_seconds: float = Field(default=3600.0, ge=0)
+
     db_pool_size: int = 20
     db_max_overflow: int = 10
 

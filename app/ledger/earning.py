@@ -8,8 +8,10 @@ it posts. Reads it needs beyond the context statement, only when they matter:
   - the cards' tier, spend, latest purchase, birth date and latest birthday bonus (a program
     with a ladder, or a first-purchase, win-back or birthday campaign);
   - the budgeted campaigns' spent points, locked `FOR UPDATE` after the cards (the row lock
-    is what keeps a budget from being overspent by concurrent groups; it serializes the
-    purchases that campaign applies to, and only those);
+    is what keeps a budget from being overspent by concurrent groups). Every campaign a group
+    grants is also updated (its spent_points) at the group's write, which orders the group
+    after an end of the campaign (a group that granted an ended campaign is rerun: engine.py)
+    and serializes, from the write to the commit, the groups granting the same campaign;
   - the cards' stamps on stamp-card campaigns (current: they change under the cards' locks).
 """
 

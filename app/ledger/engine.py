@@ -171,7 +171,7 @@ async def _post_group(
             answers.append((*state.claim, state.outcome.status, state.outcome.body))
     standing = standing or Standing(program, None, [], {}, {})
     if postings.transactions or answers or standing.spend:
-        await repository.write(
+        granted = await repository.write(
             conn,
             program.id,
             postings.balances,
@@ -184,6 +184,10 @@ async def _post_group(
             list(standing.grants.items()),
             [(campaign, card, n) for (campaign, card), n in standing.stamped.items()],
         )
+        if granted != len(standing.grants):
+            # A campaign this group granted ended while it ran (its end committed after our
+            # snapshot): rerun the group, which will no longer see it.
+            raise RetryGroup("a campaign ended while the group ran")
     return [s.outcome for s in states if s.outcome is not None]
 
 

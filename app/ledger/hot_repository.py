@@ -144,16 +144,19 @@ WRITE = """
         WHERE c.id = v.id
     ),
     granted AS (
+        -- Waits for an end being committed; a campaign ended meanwhile is not updated, and
+        -- the caller reruns the group (the count below).
         UPDATE campaigns k SET spent_points = k.spent_points + v.points
         FROM unnest($34::uuid[], $35::bigint[]) AS v(id, points)
-        WHERE k.id = v.id
+        WHERE k.id = v.id AND k.ends_at > now()
+        RETURNING k.id
     ),
     stamped AS (
         INSERT INTO card_stamps (campaign_id, card_id, stamps)
         SELECT * FROM unnest($36::uuid[], $37::bigint[], $38::int[])
         ON CONFLICT (campaign_id, card_id) DO UPDATE SET stamps = EXCLUDED.stamps
     )
-    SELECT 1
+    SELECT (SELECT count(*) FROM granted) AS granted
 """
 
 # The tier ladder (if any) and, per card, its tier, its qualifying spend over the ladder's
@@ -185,9 +188,11 @@ CARD_STANDING = """
     FROM cards c LEFT JOIN ladder ON true WHERE c.id = ANY($2::bigint[])
 """
 
-# Budgeted campaigns, locked after the cards: what they granted so far is current.
+# Budgeted campaigns, locked after the cards: what they granted so far is current, and so is
+# whether they still run (an end committed since the context statement's snapshot is seen).
 LOCK_CAMPAIGNS = """
-    SELECT id, spent_points FROM campaigns WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+    SELECT id, spent_points, ends_at > now() AS running FROM campaigns
+    WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 """
 
 
@@ -207,7 +212,9 @@ async def stamps(
 async def lock_campaigns(
     conn: asyncpg.Connection, campaign_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, int]:
-    return {r["id"]: r["spent_points"] for r in await conn.fetch(LOCK_CAMPAIGNS, campaign_ids)}
+    """The still-running ones, with the points they granted so far."""
+    rows = await conn.fetch(LOCK_CAMPAIGNS, campaign_ids)
+    return {r["id"]: r["spent_points"] for r in rows if r["running"]}
 
 
 async def card_standing(
@@ -315,11 +322,13 @@ async def write(
     tiers: list[tuple[int, str]],
     grants: list[tuple[uuid.UUID, int]],
     stamps: list[tuple[uuid.UUID, int, int]],
-) -> None:
+) -> int:
+    """Returns how many of the campaigns in `grants` were still running."""
+
     def cols(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
         return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
-    await conn.execute(
+    granted: int = await conn.fetchval(
         WRITE,
         list(balances),
         list(balances.values()),
@@ -334,3 +343,4 @@ async def write(
         *cols(grants, 2),
         *cols(stamps, 3),
     )
+    return granted

@@ -37,7 +37,8 @@ class Campaign(Base):
             "(kind = 'birthday') = (window_days IS NOT NULL)", name="window_days_iff_birthday"
         ),
         CheckConstraint("funded_by IN ('operator', 'partner')", name="funded_by_known"),
-        CheckConstraint("starts_at < ends_at", name="window"),
+        # Empty once ended before it started (ends_at = starts_at).
+        CheckConstraint("starts_at <= ends_at", name="window"),
         CheckConstraint(
             "spent_points >= 0 AND (budget_points IS NULL OR spent_points <= budget_points)",
             name="within_budget",

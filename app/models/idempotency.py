@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, LargeBinary, SmallInteger, String, Uuid
+from sqlalchemy import ForeignKey, Index, LargeBinary, SmallInteger, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, created_at_column
@@ -14,6 +14,8 @@ class IdempotencyRecord(Base):
     the primary key until the first request commits, then replays its answer."""
 
     __tablename__ = "idempotency_keys"
+    # The retention purge pages through the oldest records (app/idempotency/retention.py).
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
     api_key_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("api_keys.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)

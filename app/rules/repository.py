@@ -204,9 +204,11 @@ CAMPAIGN = text(f"""
     SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE program_id = :program_id AND id = :id
 """)
 
-# Ending early is the one change: a new version, so accruals before and after it differ.
+# Ending early is the one change: a new version, so accruals before and after it differ. A
+# campaign ended before it started keeps an empty window. (A purchase whose snapshot still saw
+# the campaign waits for this row's lock at its write, and is rerun: app/ledger/engine.py.)
 END_CAMPAIGN = text(f"""
-    UPDATE campaigns SET ends_at = now(), version = version + 1
+    UPDATE campaigns SET ends_at = greatest(now(), starts_at), version = version + 1
     WHERE program_id = :program_id AND id = :id AND ends_at > now()
     RETURNING {CAMPAIGN_COLUMNS}
 """)

@@ -55,7 +55,8 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "funded_by IN ('operator', 'partner')", name=op.f("ck_campaigns_funded_by_known")
         ),
-        sa.CheckConstraint("starts_at < ends_at", name=op.f("ck_campaigns_window")),
+        # Empty once ended before it started (ends_at = starts_at).
+        sa.CheckConstraint("starts_at <= ends_at", name=op.f("ck_campaigns_window")),
         sa.CheckConstraint(
             "(kind = 'win_back') = (quiet_days IS NOT NULL)",
             name=op.f("ck_campaigns_quiet_days_iff_win_back"),

@@ -165,27 +165,40 @@ _CHECKS = {
         WHERE a.kind = 'card' AND a.card_id IS DISTINCT FROM t.card_id
           AND a.card_id IS DISTINCT FROM t.counterparty_card_id
     """,
-    # After returns totalling R of a purchase P: R <= P, and exactly floor(earned * R / P) of
-    # each asset was taken back (earned read from the accrual's own card entries).
+    # After returns totalling R of a purchase P: R <= P, and each funding leg of the accrual
+    # (a card credit and the entry that funded it: the partner's rule, the tier bonus, a
+    # campaign) was taken back by exactly floor(leg * R / P). So per asset the card gave back
+    # the sum over its legs of floor(leg * R / P), and each funder account got back the sum over
+    # the legs it funded (funder 0 below: the card's side). The legs are read from the
+    # accrual's own entries, one entry per leg on each side.
     "returns that broke the rounding rule": """
-        WITH earned AS (
-            SELECT t.id, t.purchase_amount AS purchase, e.asset, sum(e.amount) AS earned
-            FROM transactions t JOIN entries e ON e.transaction_id = t.id
-            JOIN accounts a ON a.id = e.account_id AND a.kind = 'card'
-            WHERE t.type = 'accrual' GROUP BY t.id, e.asset
-        ), returned AS (
+        WITH returned AS (
             SELECT accrual_id, sum(amount) AS returned FROM purchase_returns GROUP BY accrual_id
+        ), due AS (
+            SELECT t.id, e.asset,
+                   CASE WHEN a.kind = 'card' THEN 0 ELSE e.account_id END AS funder,
+                   t.purchase_amount AS purchase, r.returned,
+                   sum(floor(abs(e.amount)::numeric * r.returned / t.purchase_amount)) AS due
+            FROM transactions t JOIN returned r ON r.accrual_id = t.id
+            JOIN entries e ON e.transaction_id = t.id
+            JOIN accounts a ON a.id = e.account_id
+            WHERE t.type = 'accrual'
+            GROUP BY t.id, e.asset, 3, t.purchase_amount, r.returned
         ), taken AS (
-            SELECT t.corrects_id AS id, e.asset, -sum(e.amount) AS taken
+            SELECT t.corrects_id AS id, e.asset,
+                   CASE WHEN a.kind = 'card' THEN 0 ELSE e.account_id END AS funder,
+                   sum(CASE WHEN a.kind = 'card' THEN -e.amount ELSE e.amount END) AS taken
             FROM transactions t JOIN entries e ON e.transaction_id = t.id
-            JOIN accounts a ON a.id = e.account_id AND a.kind = 'card'
-            WHERE t.type = 'refund' GROUP BY t.corrects_id, e.asset
+            JOIN accounts a ON a.id = e.account_id
+            WHERE t.type = 'refund' AND t.corrects_id IN (SELECT accrual_id FROM returned)
+            GROUP BY t.corrects_id, e.asset, 3
         )
-        SELECT er.id, er.asset, er.purchase, r.returned, er.earned, tk.taken
-        FROM earned er JOIN returned r ON r.accrual_id = er.id
-        LEFT JOIN taken tk ON tk.id = er.id AND tk.asset = er.asset
-        WHERE r.returned > er.purchase
-           OR coalesce(tk.taken, 0) <> floor(er.earned * r.returned / er.purchase)
+        SELECT coalesce(d.id, tk.id), coalesce(d.asset, tk.asset),
+               coalesce(d.funder, tk.funder), d.purchase, d.returned, d.due, tk.taken
+        FROM due d
+        FULL JOIN taken tk
+          ON tk.id = d.id AND tk.asset = d.asset AND tk.funder = d.funder
+        WHERE d.returned > d.purchase OR coalesce(tk.taken, 0) <> coalesce(d.due, 0)
     """,
     "returns not linked one to one with their refund transactions": """
         SELECT pr.id FROM purchase_returns pr LEFT JOIN transactions t ON t.id = pr.transaction_id
