@@ -102,9 +102,10 @@ async def balance_for_key(
     if row["card_number"] is None:
         raise CardNotFound()
     available, held = {}, {}
-    for asset in ("points", "cashback"):
-        available[asset] = row[asset] + row[f"{asset}_lapsed"]
-        held[asset] = row[f"{asset}_held"] - row[f"{asset}_lapsed"]
+    lapsed = row["lapsed"] or (0, 0)
+    for index, asset in enumerate(("points", "cashback")):
+        available[asset] = row[asset] + lapsed[index]
+        held[asset] = row[f"{asset}_held"] - lapsed[index]
     return BalanceRead(
         card_number=row["card_number"],
         status=row["status"],

@@ -135,16 +135,16 @@ class Earning(Base):
     the rules report sums them. Written with the accrual, never changed."""
 
     __tablename__ = "earnings"
-    __table_args__ = (
-        CheckConstraint("rule IN ('base', 'tier', 'campaign')", name="rule_known"),
-        Index("ix_earnings_rule", "rule", "rule_ref"),
-    )
+    __table_args__ = (CheckConstraint("rule IN ('base', 'tier', 'campaign')", name="rule_known"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    transaction_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("transactions.id"), index=True)
-    rule: Mapped[str] = mapped_column(String(16))
+    # One index, the primary key: written with every accrual, so no more than the lookups by
+    # transaction need (the rules report scans by the transactions' posting time).
+    transaction_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("transactions.id"), primary_key=True
+    )
+    rule: Mapped[str] = mapped_column(String(16), primary_key=True)
     """`base` (the partner's earn rule), `tier` (the card's tier bonus) or `campaign`."""
-    rule_ref: Mapped[str] = mapped_column(String(64))
+    rule_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
     """Which one: the partner's id, the tier's code, or the campaign's code."""
     rule_version: Mapped[int] = mapped_column(Integer)
     """The earn rule's, the tier ladder's, or the campaign's version."""
