@@ -68,8 +68,10 @@ async def posted_in_order(engine: AsyncEngine, card: str) -> list[dict[str, Any]
                        coalesce(json_agg(json_build_object(
                            'rule', e.rule, 'rule_ref', e.rule_ref,
                            'rule_version', e.rule_version, 'points', e.points,
-                           'cashback', e.cashback) ORDER BY e.id)
-                         FILTER (WHERE e.id IS NOT NULL), '[]') AS applied
+                           'cashback', e.cashback)
+                           ORDER BY array_position(ARRAY['base', 'tier', 'campaign'], e.rule),
+                                    e.rule_ref)
+                         FILTER (WHERE e.rule IS NOT NULL), '[]') AS applied
                 FROM transactions t JOIN cards c ON c.id = t.card_id
                 LEFT JOIN earnings e ON e.transaction_id = t.id
                 WHERE c.card_number = :n AND t.type = 'accrual'

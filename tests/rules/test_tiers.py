@@ -196,7 +196,8 @@ async def earnings_rows(engine: AsyncEngine, transaction_id: str) -> list[dict[s
         rows = await conn.execute(
             text("""
                 SELECT rule, rule_ref, rule_version, points, cashback FROM earnings
-                WHERE transaction_id = :t ORDER BY id
+                WHERE transaction_id = :t
+                ORDER BY array_position(ARRAY['base', 'tier', 'campaign'], rule), rule_ref
             """),
             {"t": transaction_id},
         )
