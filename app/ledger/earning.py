@@ -74,6 +74,14 @@ class Standing:
     stamped: dict[tuple[uuid.UUID, int], int] = field(default_factory=dict)
     """Writes: (campaign id, card id) -> the card's stamps now."""
 
+    def show_tier(self, plan: Plan) -> None:
+        """A purchase of which nothing is eligible earns nothing, but still answers the
+        card's tier (in a program with a ladder)."""
+        card = self.cards.get(plan.card_id)
+        if self.ladder is not None and card is not None:
+            tier = self.ladder.current(card.tier, card.spend)
+            plan.tier = {"code": tier.code, "upgraded_from": None}
+
     def earn(self, plan: Plan, at: datetime) -> Earned:
         card = self.cards.get(plan.card_id)
         tier = None
@@ -161,8 +169,8 @@ async def load(
     plans: list[Plan],
     context: dict[int, dict[str, Any]],
 ) -> Standing | None:
-    """The standing of the cards the group's purchases are for (None: no purchase earns)."""
-    cards = sorted({p.card_id for p in plans if p.eligible})
+    """The standing of the cards the group's purchases are for (None: no purchase)."""
+    cards = sorted({p.card_id for p in plans if p.eligible is not None})
     if not cards:
         return None
     stored = context[0]["campaigns"]

@@ -337,7 +337,11 @@ def _apply(
             )
             continue
         occurred_at = intent.occurred_at or now
-        earned = standing.earn(plan, occurred_at) if standing and plan.eligible else None
+        earned = None
+        if standing is not None and plan.eligible:
+            earned = standing.earn(plan, occurred_at)
+        elif standing is not None and plan.eligible == 0:
+            standing.show_tier(plan)
         card_legs = plan.legs[::2]
         new: dict[int, int] = {}
         for account, _, amount in card_legs:

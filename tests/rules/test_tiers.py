@@ -16,7 +16,6 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
@@ -532,12 +531,6 @@ async def test_a_receipt_that_earned_nothing_never_qualifies_however_often_it_is
     await ledger_ok(client, operator, engine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): with a ladder, a purchase of which nothing is eligible (all paid with "
-    "points, or only excluded lines) answers `tier: null`, which the contract keeps for "
-    "programs without a ladder (engine._with_tier returns None when eligible is 0)",
-)
 async def test_a_purchase_with_nothing_eligible_still_answers_the_cards_tier(
     app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
 ) -> None:
