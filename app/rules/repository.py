@@ -59,15 +59,16 @@ CURRENT_LADDER = text("""
     WHERE program_id = :program_id ORDER BY version DESC LIMIT 1
 """)
 
-# A card's qualifying spend over the window, and its tier.
-CARD_TIER = text("""
-    SELECT c.tier, c.tier_since,
+# Cards' tiers and qualifying spend over the ladder's window (the card view, the review; the
+# posting engine reads the same in app/ledger/hot_repository.py CARD_STANDING).
+CARD_TIERS = text("""
+    SELECT c.id, c.tier, c.tier_since,
            (SELECT coalesce(sum(s.amount), 0) FROM card_spend s
             WHERE s.card_id = c.id
               AND s.month >= CAST(date_trunc('month', now())
                                   - make_interval(months => :window_months - 1) AS date))
            AS spend
-    FROM cards c WHERE c.id = :card_id
+    FROM cards c WHERE c.id = ANY(CAST(:cards AS bigint[]))
 """)
 
 
@@ -111,11 +112,11 @@ async def current_ladder(conn: AsyncConnection, program_id: int) -> Row[tuple[ob
     return (await conn.execute(CURRENT_LADDER, {"program_id": program_id})).first()
 
 
-async def card_tier(
-    conn: AsyncConnection, card_id: int, window_months: int
-) -> Row[tuple[object, ...]]:
-    params = {"card_id": card_id, "window_months": window_months}
-    return (await conn.execute(CARD_TIER, params)).one()
+async def card_tiers(
+    conn: AsyncConnection, card_ids: list[int], window_months: int
+) -> list[Row[tuple[object, ...]]]:
+    params = {"cards": card_ids, "window_months": window_months}
+    return list(await conn.execute(CARD_TIERS, params))
 
 
 # Qualifying spend and stamps follow the value when a card is replaced or merged into another.

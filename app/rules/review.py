@@ -26,16 +26,6 @@ LOCK = text("""
     ORDER BY id FOR NO KEY UPDATE
 """)
 
-STANDING = text("""
-    SELECT c.id, c.tier,
-           (SELECT coalesce(sum(s.amount), 0) FROM card_spend s
-            WHERE s.card_id = c.id
-              AND s.month >= CAST(date_trunc('month', now())
-                                  - make_interval(months => :window_months - 1) AS date))
-           AS spend
-    FROM cards c WHERE c.id = ANY(CAST(:cards AS bigint[]))
-""")
-
 
 async def review(engine: AsyncEngine, program: ProgramContext, page: int = 500) -> int:
     """Returns how many cards changed tier."""
@@ -53,8 +43,7 @@ async def review(engine: AsyncEngine, program: ProgramContext, page: int = 500) 
                 return moved
             after = cards[-1]
             await conn.execute(LOCK, {"cards": cards})
-            standing = {"cards": cards, "window_months": ladder.window_months}
-            for card in await conn.execute(STANDING, standing):
+            for card in await repository.card_tiers(conn, cards, ladder.window_months):
                 reached = ladder.reached(card.spend)
                 if reached.code != card.tier:
                     await repository.set_tier(conn, card.id, reached.code)

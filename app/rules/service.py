@@ -103,7 +103,7 @@ async def card_tier(
     if row is None:
         return None
     ladder = Ladder.from_stored(row.version, row.window_months, row.tiers)
-    card = await repository.card_tier(conn, card_id, ladder.window_months)
+    [card] = await repository.card_tiers(conn, [card_id], ladder.window_months)
     tier = ladder.current(card.tier, card.spend)
     above = ladder.above(tier)
     return CardTierRead(
