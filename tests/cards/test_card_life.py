@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.schemas import luhn_valid
 from tests.conftest import idem
 from tests.factories.cards import funded_card, issue_card
+from tests.factories.locks import queued_behind_lock
 from tests.factories.partners import partner_with_key
 from tests.factories.postings import purchase, redeem
 from tests.ledger.helpers_ledger import api_balance, scalar
@@ -858,49 +859,8 @@ async def test_accruals_racing_a_close_never_land_on_the_closed_card(
     await _assert_audit_ok(client, operator)
 
 
-# Deterministic interleavings: a transaction of the test holds a card's account locks while
-# requests queue behind it; when it commits, the first waiter commits its change and the next
-# one must see it, although its statement began before that change was committed.
-
-_LOCK_ACCOUNTS = text("""
-    SELECT a.id FROM accounts a JOIN cards c ON c.id = a.card_id
-    WHERE c.card_number = :n ORDER BY a.id FOR NO KEY UPDATE OF a
-""")
-
-_LOCK_WAITERS = text("""
-    SELECT count(*) FROM pg_stat_activity
-    WHERE datname = current_database() AND wait_event_type = 'Lock'
-""")
-
-
-async def _wait_for_lock_waiters(engine: AsyncEngine, n: int) -> None:
-    deadline = asyncio.get_running_loop().time() + 10
-    while True:
-        async with engine.connect() as conn:
-            waiting = int((await conn.execute(_LOCK_WAITERS)).scalar_one())
-        if waiting >= n:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"{waiting} of {n} waiters"
-        await asyncio.sleep(0.02)
-
-
-async def _queued_behind_lock(engine: AsyncEngine, card_number: str, *requests: Any) -> list[Any]:
-    """Start `requests` one after another, each once the one before is waiting for the lock
-    of the card's accounts the test holds; then let them go, in that order."""
-    tasks: list[asyncio.Task[Any]] = []
-    async with engine.connect() as holder:
-        await holder.begin()
-        assert len((await holder.execute(_LOCK_ACCOUNTS, {"n": card_number})).all()) == 2
-        try:
-            for i, request in enumerate(requests, start=1):
-                tasks.append(asyncio.ensure_future(request))
-                await _wait_for_lock_waiters(engine, i)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
-        await holder.commit()
-    return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=20))
+# Deterministic interleavings (tests/factories/locks.py): requests queue behind the card's
+# locks held by the test, and each must see the change committed before it.
 
 
 @pytest.mark.concurrency
@@ -911,7 +871,7 @@ async def test_a_posting_waiting_for_a_replacement_is_refused_naming_the_new_car
     card_closed "naming the replacement card"."""
     old = (await funded_card(client, operator, 100))["card_number"]
 
-    replaced, redeemed = await _queued_behind_lock(
+    replaced, redeemed = await queued_behind_lock(
         engine, old, _replace(client, operator, old), redeem(client, operator, old, 10, "late")
     )
 
@@ -931,7 +891,7 @@ async def test_two_replacements_of_one_card_at_once_issue_one_new_card(
 ) -> None:
     old = (await funded_card(client, operator, 100))["card_number"]
 
-    first, second = await _queued_behind_lock(
+    first, second = await queued_behind_lock(
         engine, old, _replace(client, operator, old), _replace(client, operator, old)
     )
 
@@ -950,7 +910,7 @@ async def test_a_transfer_waiting_for_a_close_does_not_land_on_the_closed_card(
     source = (await funded_card(client, operator, 100))["card_number"]
     closing = (await issue_card(client, operator))["card_number"]
 
-    closed, moved = await _queued_behind_lock(
+    closed, moved = await queued_behind_lock(
         engine,
         closing,
         _close(client, operator, closing),

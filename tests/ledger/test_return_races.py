@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import idem
 from tests.factories.cards import issue_card
+from tests.factories.locks import queued_behind_lock
 from tests.factories.partners import partner_with_key
 from tests.factories.postings import redeem
 from tests.ledger.test_returns import (
@@ -45,47 +45,6 @@ async def after(delay: float, request: Any) -> Any:
 async def audit_ok(client: AsyncClient, operator: dict[str, str]) -> None:
     r = await client.get("/v1/audit", headers=operator)
     assert r.status_code == 200 and r.json()["ok"] is True, r.text
-
-
-_LOCK_ACCOUNTS = text("""
-    SELECT a.id FROM accounts a JOIN cards c ON c.id = a.card_id
-    WHERE c.card_number = :n ORDER BY a.id FOR NO KEY UPDATE OF a
-""")
-
-_LOCK_WAITERS = text("""
-    SELECT count(*) FROM pg_stat_activity
-    WHERE datname = current_database() AND wait_event_type = 'Lock'
-""")
-
-
-async def _wait_for_lock_waiters(engine: AsyncEngine, n: int) -> None:
-    deadline = asyncio.get_running_loop().time() + 10
-    while True:
-        async with engine.connect() as conn:
-            waiting = int((await conn.execute(_LOCK_WAITERS)).scalar_one())
-        if waiting >= n:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"{waiting} of {n} waiters"
-        await asyncio.sleep(0.02)
-
-
-async def queued_behind_lock(engine: AsyncEngine, card_number: str, *requests: Any) -> list[Any]:
-    """Start `requests` one after another, each once the one before waits for the lock of the
-    card's accounts that the test holds; then let them go, in that order."""
-    tasks: list[asyncio.Task[Any]] = []
-    async with engine.connect() as holder:
-        await holder.begin()
-        assert len((await holder.execute(_LOCK_ACCOUNTS, {"n": card_number})).all()) == 2
-        try:
-            for i, request in enumerate(requests, start=1):
-                tasks.append(asyncio.ensure_future(request))
-                await _wait_for_lock_waiters(engine, i)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
-        await holder.commit()
-    return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=20))
 
 
 def _replace(client: AsyncClient, operator: dict[str, str], card: str) -> Any:
