@@ -162,6 +162,18 @@ def _with_program(job: Any) -> Any:
 
 
 @cli.command()
+def expire() -> None:
+    """Expire the points whose time ran out (POINTS_EXPIRY_MONTHS) and those of cards inactive
+    too long (POINTS_INACTIVITY_MONTHS) into the breakage account. Safe to run twice, or
+    concurrently, or while the service runs (which also expires, see EXPIRY_RUN_SECONDS)."""
+    from app.expiry.run import run
+
+    settings = get_settings()
+    cards, points = _with_program(lambda engine, program: run(engine, program, settings))
+    typer.echo(f"expired {points} points on {cards} cards")
+
+
+@cli.command()
 def tiers() -> None:
     """Review every card's tier against its qualifying spend now (cards move down only here).
     Run it daily; safe while the service runs (which also reviews, see TIER_REVIEW_SECONDS)."""

@@ -19,6 +19,7 @@ from app.core.periodic import run_every
 from app.core.schemas import Problem
 from app.db.engine import create_engine
 from app.db.migrate import head_revision
+from app.expiry.run import points_expired as expire
 from app.health.router import router as health_router
 from app.holds.expiry import sweep
 from app.holds.router import router as holds_router
@@ -59,6 +60,11 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         periodic: list[tuple[str, float, Callable[[], Awaitable[int]]]] = [
             ("expired holds released", settings.hold_sweep_seconds, lambda: sweep(engine, program)),
             ("cards moved tier", settings.tier_review_seconds, lambda: review(engine, program)),
+            (
+                "points expired",
+                settings.expiry_run_seconds,
+                lambda: expire(engine, program, settings),
+            ),
             (
                 "idempotency records purged",
                 settings.idempotency_purge_seconds,

@@ -91,6 +91,7 @@ def settings(database_url: str) -> Settings:
         hold_sweep_seconds=0,
         tier_review_seconds=0,
         idempotency_purge_seconds=0,
+        expiry_run_seconds=0,
         _env_file=None,
     )
 

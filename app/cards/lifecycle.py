@@ -36,6 +36,7 @@ from app.cards.schemas import (
 from app.core.config import Settings
 from app.core.ids import uuid7
 from app.db.session import driver_connection
+from app.expiry.service import expire_due, move_lots
 from app.holds import repository as holds
 from app.holds.expiry import release_lapsed
 from app.ledger import corrections
@@ -66,14 +67,17 @@ class LockedCard:
 async def _lock(
     conn: AsyncConnection, program: ProgramContext, numbers: list[str]
 ) -> dict[str, LockedCard]:
-    """The cards, their accounts locked in id order. Their lapsed holds are released first, so
-    what moves is what the cards really have available."""
+    """The cards, their accounts locked in id order. Their lapsed holds are released and their
+    due points expired first, so what moves is what the cards really have available."""
     rows = await repository.lock_cards(conn, program.id, numbers)
+    raw = await driver_connection(conn)
     with_holds = sorted({row.card_id for row in rows if row.held})
+    released = 0
     if with_holds:
-        released, _ = await release_lapsed(await driver_connection(conn), program, with_holds)
-        if released:
-            rows = await repository.lock_cards(conn, program.id, numbers)
+        released, _ = await release_lapsed(raw, program, with_holds)
+    # Due points expire first: expired points are never moved to another card.
+    if await expire_due(raw, program, sorted({row.card_id for row in rows})) or released:
+        rows = await repository.lock_cards(conn, program.id, numbers)
     found: dict[str, LockedCard] = {}
     for row in rows:
         card = found.setdefault(
@@ -111,12 +115,18 @@ async def _move(
     amounts: dict[str, int],
     description: str,
     reference: str | None = None,
+    *,
+    whole: bool = False,
 ) -> uuid.UUID | None:
-    """Move `amounts` (asset -> amount) from source to target in one transfer transaction."""
+    """Move `amounts` (asset -> amount) from source to target in one transfer transaction.
+    `whole`: everything the source has moves, with its holds (a replacement or a merge)."""
     legs = [(asset, amount) for asset, amount in amounts.items() if amount]
     if not legs:
         return None
     transaction_id = uuid7()
+    if amounts.get(Asset.POINTS) and not whole:
+        # The points take their lots (their expiry dates) along: the oldest the card has.
+        await move_lots(await driver_connection(conn), source.id, target.id, amounts[Asset.POINTS])
     balances: dict[int, int] = {}
     posting_legs: list[tuple[int, str, int]] = []
     for asset, amount in legs:
@@ -212,8 +222,10 @@ async def replace(
     )
     new = (await _lock(conn, program, [issued.card_number]))[issued.card_number]
     moved = dict(old.balances)
+    # All its lots follow the value (before the balances move: they say what is covered).
+    await move_lots(await driver_connection(conn), old.id, new.id, None)
     transaction_id = await _move(
-        conn, program, principal, old, new, moved, f"card {old.card_number} replaced"
+        conn, program, principal, old, new, moved, f"card {old.card_number} replaced", whole=True
     )
     # Open holds, the tier and qualifying spend follow the value: the order can still be
     # captured, and the customer keeps their status.
@@ -248,6 +260,7 @@ async def merge(
     ):
         raise NotSameCustomer()
     moved = dict(source.balances)
+    await move_lots(await driver_connection(conn), source.id, target.id, None)
     transaction_id = await _move(
         conn,
         program,
@@ -256,6 +269,7 @@ async def merge(
         target,
         moved,
         f"card {source.card_number} merged into {target.card_number}",
+        whole=True,
     )
     await holds.move_open(await driver_connection(conn), source.id, target.id)
     await rules.move_tier(conn, program, source.id, target.id)

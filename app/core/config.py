@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     idempotency_retention_days: int = Field(default=30, ge=1)
     idempotency_purge_seconds: float = Field(default=3600.0, ge=0)
 
+    # Points expire this many months after the day they were earned (0: never). A change applies
+    # to points earned from then on: each lot keeps the expiry it was earned with.
+    points_expiry_months: int = Field(default=0, ge=0, le=1200)
+    # All of a card's points also expire after this many months with no purchase, redemption
+    # or hold on it (0: never).
+    points_inactivity_months: int = Field(default=0, ge=0, le=1200)
+    # Every process runs expiry this often (0: never; then run `loyalty-ledger expire` from a
+    # scheduler). Expired points stop counting at once anyway.
+    expiry_run_seconds: float = Field(default=3600.0, ge=0)
+
     db_pool_size: int = 20
     db_max_overflow: int = 10
 

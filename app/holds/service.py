@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.auth.deps import Principal
 from app.cards.errors import CardBlocked, CardClosed, CardNotFound
 from app.db.session import driver_connection
+from app.expiry.service import expire_due
 from app.holds import expiry, postings, repository
 from app.holds.errors import CaptureExceedsHold, HoldExpired, HoldNotFound, HoldNotOpen
 from app.holds.schemas import HoldAnswer, HoldCapture, HoldCreate, HoldRead, HoldVoid
@@ -78,10 +79,13 @@ async def create(
     if await repository.reference_taken(raw, program.id, partner_id, req.reference):
         raise DuplicateReference(f"Order {req.reference!r} already has a hold.")
 
+    # Lapsed holds go back and due points expire first: what is left is what can be held.
+    released, _ = await expiry.release_lapsed(raw, program, [card["id"]])
+    expired = await expire_due(raw, program, [card["id"]])
+    if released or expired:
+        accounts = await repository.lock_cards(raw, [card["id"]])
     account = next(a for a in accounts if a["asset"] == req.asset)
-    open_holds = await repository.open_on_cards(raw, [card["id"]])
-    lapsed = sum(h["amount"] for h in open_holds if h["lapsed"] and h["asset"] == req.asset)
-    available = account["balance"] + lapsed
+    available = account["balance"]
     if req.amount > available:
         raise InsufficientBalance(
             f"The card has {available} {req.asset.value} available; {req.amount} were asked for.",
@@ -90,7 +94,6 @@ async def create(
             requested=req.amount,
         )
 
-    await expiry.release_lapsed(raw, program, [card["id"]])
     writes = repository.Writes()
     hold_id = postings.reserve(
         writes,
@@ -137,6 +140,7 @@ async def _lock_hold(
     # The card's other lapsed holds go back first, so the answer's balance is what the card
     # really has available (this hold is open and current: it stays).
     await expiry.release_lapsed(raw, program, [current["card_id"]])
+    await expire_due(raw, program, [current["card_id"]])
     return current
 
 

@@ -16,6 +16,7 @@ from app.auth.deps import Principal
 from app.cards.errors import CardClosed
 from app.db.errors import violated_constraint
 from app.db.session import driver_connection
+from app.expiry.service import expire_due
 from app.holds.expiry import release_lapsed
 from app.ledger import repository
 from app.ledger.errors import DuplicateReference, TransactionNotFound
@@ -61,10 +62,13 @@ async def _lock_releasing_lapsed(
     """Lock the card's accounts; release its lapsed holds first if it has any, so the balances
     a correction starts from (and answers) are what the card really has available."""
     accounts = await repository.lock_card_accounts(conn, card_id)
+    raw = await driver_connection(conn)
+    released = 0
     if any(a.held for a in accounts):
-        released, _ = await release_lapsed(await driver_connection(conn), program, [card_id])
-        if released:
-            accounts = await repository.lock_card_accounts(conn, card_id)
+        released, _ = await release_lapsed(raw, program, [card_id])
+    # Due points expire before a correction takes any back (first in, first out).
+    if await expire_due(raw, program, [card_id]) or released:
+        accounts = await repository.lock_card_accounts(conn, card_id)
     return accounts
 
 

@@ -21,8 +21,9 @@ The caller commits. Refusals are answers like any other: they are stored with th
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -32,6 +33,7 @@ from app.core.config import Settings
 from app.core.errors import AmountOutOfRange, AppError, Unauthorized
 from app.core.ids import uuid7
 from app.core.jsonio import dumps
+from app.expiry.service import expire_due
 from app.holds.expiry import release_lapsed
 from app.idempotency.errors import IdempotencyKeyReused
 from app.ledger import earning
@@ -183,6 +185,8 @@ async def _post_group(
             list(standing.tiers.items()),
             list(standing.grants.items()),
             [(campaign, card, n) for (campaign, card), n in standing.stamped.items()],
+            [(card, day, amount) for (card, day), amount in postings.lots.items()],
+            settings.points_expiry_months,
         )
         if granted != len(standing.grants):
             # A campaign this group granted ended while it ran (its end committed after our
@@ -280,12 +284,19 @@ async def _plan(
                 intent.reference,
             )
         )
-    context, balances, now = await repository.context_and_lock(conn, program.id, rows)
+    context, balances, now = await repository.context_and_lock(
+        conn, program.id, program.timezone, rows
+    )
     with_holds = {ctx["card_id"] for ctx in context.values() if ctx["card_has_holds"]}
     if with_holds:
         # A lapsed hold no longer counts: release it before the card's postings are checked.
         _, gained = await release_lapsed(conn, program, sorted(with_holds))
         for account, amount in gained.items():
+            balances[account] += amount
+    with_due = {ctx["card_id"] for ctx in context.values() if ctx["card_expiry_due"]}
+    if with_due:
+        # Expired points no longer count either: expire them before anything spends them.
+        for account, amount in (await expire_due(conn, program, sorted(with_due))).items():
             balances[account] += amount
     closed: list[tuple[_State, int]] = []
     for index, state in enumerate(states):
@@ -311,6 +322,8 @@ class _Postings:
     transactions: list[tuple[Any, ...]] = field(default_factory=list)
     entries: list[tuple[uuid.UUID, int, str, int]] = field(default_factory=list)
     earnings: list[tuple[Any, ...]] = field(default_factory=list)
+    lots: dict[tuple[int, date], int] = field(default_factory=dict)
+    """(card id, day earned in the program's time zone) -> points earned"""
 
 
 def _apply(
@@ -322,6 +335,7 @@ def _apply(
 ) -> _Postings:
     """Check each plan against its card's balance, in request order, and collect the writes."""
     postings = _Postings()
+    zone = ZoneInfo(program.timezone)
     references: dict[tuple[Any, ...], uuid.UUID] = {}
     for state in planned:
         plan = state.plan
@@ -394,6 +408,12 @@ def _apply(
                 )
             )
             postings.entries += [(transaction_id, a, asset, amt) for a, asset, amt in plan.legs]
+            earned_points = sum(
+                amt for a, asset, amt in card_legs if asset == Asset.POINTS and amt > 0
+            )
+            if earned_points:
+                lot = (plan.card_id, occurred_at.astimezone(zone).date())
+                postings.lots[lot] = postings.lots.get(lot, 0) + earned_points
             postings.earnings += [
                 (
                     transaction_id,

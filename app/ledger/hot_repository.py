@@ -42,6 +42,9 @@ ANSWERS = """
 # newest committed balances after any wait; `locked_count` makes sure every lock is taken.
 # `card_has_holds` (from the locked rows, so current) says whether the card's holds need a look:
 # lapsed ones are released before the card's postings are checked (app/holds/expiry.py).
+# `card_expiry_due` likewise: a card with a lot whose day came (in the program's time zone, $8)
+# has its due points expired first (app/expiry/service.py). A lot is only ever added under the
+# card's lock, which this statement holds by then.
 CONTEXT_AND_LOCK = """
     WITH locked AS (
         SELECT a.id, a.balance, a.held, a.closed_at FROM accounts a JOIN cards c ON c.id = a.card_id
@@ -55,6 +58,9 @@ CONTEXT_AND_LOCK = """
            lp.balance AS card_points, lc.balance AS card_cashback,
            (lp.closed_at IS NOT NULL OR lc.closed_at IS NOT NULL) AS card_closed_now,
            (lp.held > 0 OR lc.held > 0) AS card_has_holds,
+           EXISTS (SELECT 1 FROM point_lots l
+                   WHERE l.card_id = c.id AND l.expires_on <= timezone($8, now())::date)
+           AS card_expiry_due,
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
            p.earn_rule_version, p.excluded_categories, p.excluded_skus,
            p.can_earn, p.can_redeem,
@@ -155,6 +161,18 @@ WRITE = """
         INSERT INTO card_stamps (campaign_id, card_id, stamps)
         SELECT * FROM unnest($36::uuid[], $37::bigint[], $38::int[])
         ON CONFLICT (campaign_id, card_id) DO UPDATE SET stamps = EXCLUDED.stamps
+    ),
+    lots AS (
+        -- What cards earned, per day: the lots expiry counts down ($42: the program's
+        -- expiry in months, 0 for never).
+        INSERT INTO point_lots (card_id, expires_on, earned_on, amount)
+        SELECT v.card_id,
+               CASE WHEN $42::int > 0 THEN (v.earned_on + make_interval(months => $42))::date
+                    ELSE 'infinity'::date END,
+               v.earned_on, v.amount
+        FROM unnest($39::bigint[], $40::date[], $41::bigint[]) AS v(card_id, earned_on, amount)
+        ON CONFLICT (card_id, expires_on, earned_on)
+        DO UPDATE SET amount = point_lots.amount + EXCLUDED.amount
     )
     SELECT (SELECT count(*) FROM granted) AS granted
 """
@@ -232,7 +250,8 @@ BALANCE_FOR_KEY = """
                             coalesce(sum(h.amount) FILTER (WHERE h.asset = 'cashback'), 0)]
                FROM holds h
                WHERE h.card_id = c.id AND h.status = 'open' AND h.expires_at <= now()
-           ) END AS lapsed
+           ) END AS lapsed,
+           timezone($4, now())::date AS today, lots.*
     FROM api_keys k
     LEFT JOIN cards c ON c.program_id = $2 AND c.card_number = $3
     LEFT JOIN LATERAL (
@@ -242,17 +261,25 @@ BALANCE_FOR_KEY = """
                max(held) FILTER (WHERE asset = 'cashback') AS cashback_held
         FROM accounts WHERE card_id = c.id
     ) a ON true
+    LEFT JOIN LATERAL (
+        SELECT array_agg(l.earned_on ORDER BY l.expires_on, l.earned_on) AS earned,
+               array_agg(CASE WHEN l.expires_on <> 'infinity' THEN l.expires_on END
+                         ORDER BY l.expires_on, l.earned_on) AS expires,
+               array_agg(l.amount ORDER BY l.expires_on, l.earned_on) AS amounts
+        FROM point_lots l WHERE l.card_id = c.id
+    ) lots ON true
     WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.program_id = $2
 """
 # (One aggregate over the card's accounts: a single probe of the (card_id, asset) index. The
-# lapsed holds are looked up only for a card with something on hold.)
+# lapsed holds are looked up only for a card with something on hold. The card's lots, with
+# today in the program's time zone ($4), say what has expired and what expires next.)
 
 
 async def balance_for_key(
-    conn: asyncpg.Connection, key_hash: bytes, program_id: int, card_number: str
+    conn: asyncpg.Connection, key_hash: bytes, program_id: int, card_number: str, timezone: str
 ) -> asyncpg.Record | None:
     """None: the key is unknown or revoked. A row without card_number: no such card."""
-    return await conn.fetchrow(BALANCE_FOR_KEY, key_hash, program_id, card_number)
+    return await conn.fetchrow(BALANCE_FOR_KEY, key_hash, program_id, card_number, timezone)
 
 
 async def auth_and_claim(
@@ -289,12 +316,12 @@ async def successors(conn: asyncpg.Connection, card_ids: list[int]) -> dict[int,
 
 
 async def context_and_lock(
-    conn: asyncpg.Connection, program_id: int, rows: list[tuple[Any, ...]]
+    conn: asyncpg.Connection, program_id: int, timezone: str, rows: list[tuple[Any, ...]]
 ) -> tuple[dict[int, dict[str, Any]], dict[int, int], datetime]:
     """rows: (idx, card_number, partner_id, counter_kind, type, reference). Returns the
     context by idx, the locked card balances by account id, and the transaction's time."""
     columns = list(zip(*rows, strict=True))
-    result = await conn.fetch(CONTEXT_AND_LOCK, *columns, program_id)
+    result = await conn.fetch(CONTEXT_AND_LOCK, *columns, program_id, timezone)
     context = {r["idx"]: dict(r) for r in result}
     balances: dict[int, int] = {}
     for r in result:
@@ -316,6 +343,8 @@ async def write(
     tiers: list[tuple[int, str]],
     grants: list[tuple[uuid.UUID, int]],
     stamps: list[tuple[uuid.UUID, int, int]],
+    lots: list[tuple[int, date, int]],
+    expiry_months: int,
 ) -> int:
     """Returns how many of the campaigns in `grants` were still running."""
 
@@ -336,5 +365,7 @@ async def write(
         *cols(tiers, 2),
         *cols(grants, 2),
         *cols(stamps, 3),
+        *cols(lots, 3),
+        expiry_months,
     )
     return granted

@@ -1,5 +1,5 @@
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal, Self
 
 from pydantic import AwareDatetime, Field, model_validator
@@ -191,6 +191,11 @@ class RedemptionRead(ResponseModel):
     currency: str
 
 
+class Expiring(ResponseModel):
+    points: int = Field(description="Points that expire next (the card's oldest).")
+    on: date = Field(description="The day they expire, at its start, in the program's time zone.")
+
+
 class BalanceRead(ResponseModel):
     """What a card can spend now, what its open holds reserve, and any clawback debt."""
 
@@ -209,6 +214,10 @@ class BalanceRead(ResponseModel):
     debt: AssetAmounts = Field(
         description="Clawback debt: what returned purchases took back after it was spent. "
         "Nothing can be spent until later earnings pay it off."
+    )
+    expiring: Expiring | None = Field(
+        description="The next points to expire, if any will: spending uses them first. Points "
+        "already expired are not in `points`, even before the expiry run posts them."
     )
     currency: str
 

@@ -16,6 +16,8 @@ from app.cards.errors import CardNotFound
 from app.core.config import Settings
 from app.core.errors import RetryLater, Unauthorized
 from app.core.jsonio import dumps
+from app.expiry.policy import due, next_expiry
+from app.expiry.service import lots_of
 from app.idempotency.service import answer_response
 from app.ledger import hot_repository, repository
 from app.ledger.batcher import PostingBatcher
@@ -33,6 +35,7 @@ from app.ledger.schemas import (
     CardTransactionPage,
     CardTransactionRead,
     EntryRead,
+    Expiring,
     TransactionRead,
 )
 from app.programs.service import ProgramContext
@@ -96,7 +99,9 @@ async def balance_for_key(
     """The balance check a till makes before every sale: one statement, no transaction."""
     async with engine.connect() as conn:
         raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
-        row = await hot_repository.balance_for_key(raw, hash_key(api_key), program.id, card_number)
+        row = await hot_repository.balance_for_key(
+            raw, hash_key(api_key), program.id, card_number, program.timezone
+        )
     if row is None:
         raise Unauthorized("The API key is unknown or revoked.")
     if row["card_number"] is None:
@@ -106,6 +111,12 @@ async def balance_for_key(
     for index, asset in enumerate(("points", "cashback")):
         available[asset] = row[asset] + lapsed[index]
         held[asset] = row[f"{asset}_held"] - lapsed[index]
+    # Points whose lots ran out are gone even before anything posted their expiry.
+    lots = lots_of(row) if row["amounts"] else []
+    available["points"] -= due(
+        available["points"], held["points"], lots, row["today"], inactive=False
+    )
+    upcoming = next_expiry(available["points"], held["points"], lots, row["today"])
     return BalanceRead(
         card_number=row["card_number"],
         status=row["status"],
@@ -113,6 +124,7 @@ async def balance_for_key(
         held=AssetAmounts(**held),
         total=AssetAmounts(**{a: available[a] + held[a] for a in available}),
         debt=AssetAmounts(**{a: max(0, -available[a]) for a in available}),
+        expiring=None if upcoming is None else Expiring(points=upcoming.points, on=upcoming.on),
         currency=program.currency,
     )
 

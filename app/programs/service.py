@@ -49,6 +49,7 @@ async def ensure_program(conn: AsyncConnection, settings: Settings) -> ProgramCo
             AccountKind.OPERATOR_ISSUED.value,
             AccountKind.OPERATOR_REDEEMED.value,
             AccountKind.OPERATOR_HELD.value,
+            AccountKind.OPERATOR_BREAKAGE.value,
         ],
         [a.value for a in Asset],
     )

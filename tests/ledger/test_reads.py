@@ -81,6 +81,7 @@ async def test_balance(app: FastAPI, client: AsyncClient, operator: dict[str, st
         "held": {"points": 0, "cashback": 0},
         "total": {"points": 0, "cashback": 0},
         "debt": {"points": 0, "cashback": 0},
+        "expiring": None,
         "currency": "EUR",
     }
 
