@@ -8,7 +8,8 @@ were spent, clawed back or expired before. This makes a refund of a spend put th
 into the lots they were taken from, and makes a clawback consume the oldest lots first.
 
 What is due now is what the card has beyond its lots that have not expired yet, and never more
-than its available balance (points on hold are not taken; they are due when released).
+than its available balance (points on hold are not taken; they are due when released), nor
+more than its expired lots hold.
 """
 
 from collections.abc import Iterable, Sequence
@@ -53,7 +54,10 @@ def due(balance: int, held: int, lots: Sequence[Lot], today: date, *, inactive: 
     if inactive:
         return balance
     alive = sum(lot.amount for lot in lots if lot.alive_on(today))
-    return max(0, min(balance, balance + held - alive))
+    expired = sum(lot.amount for lot in lots if not lot.alive_on(today))
+    # Points no lot accounts for (none should be: every credit that is not a give-back has
+    # one) are never taken: only points of a lot whose day came expire.
+    return max(0, min(balance, balance + held - alive, expired))
 
 
 @dataclass(frozen=True)

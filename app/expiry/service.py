@@ -91,14 +91,19 @@ async def move_lots(
     conn: asyncpg.Connection, source_card_id: int, target_card_id: int, points: int | None
 ) -> None:
     """Points moving from one card to another (both locked, balances not yet moved) take
-    their lots with them: the oldest the source still has. None: all of them (a replacement
-    or a merge, which also moves the open holds)."""
+    their lots with them: the oldest the source still has. None: all of its lots (a
+    replacement or a merge, which also moves the open holds)."""
     rows = await repository.lots(conn, source_card_id)
     if not rows:
         return
     lots = [Lot(r["earned_on"], r["expires_on"], r["amount"]) for r in rows]
     total = rows[0]["total"]
-    taken = taken_oldest_first(lots, total, total if points is None else points)
+    if points is None:
+        # The card's whole history goes, spent lots too: a refund of an earlier spend lands
+        # on the new card and is covered there as it would have been here.
+        taken = [(lot, lot.amount) for lot in lots]
+    else:
+        taken = taken_oldest_first(lots, total, points)
     if taken:
         await repository.move(
             conn,
