@@ -161,6 +161,15 @@ def _with_program(job: Any) -> Any:
     return asyncio.run(work())
 
 
+@cli.command("release-pending")
+def release_pending() -> None:
+    """Post the release of pending points whose partner's return window passed. Safe to run
+    from a scheduler while the service runs (which also releases, see PENDING_RELEASE_SECONDS)."""
+    from app.pending.service import release_run
+
+    typer.echo(f"released pending points on {_with_program(release_run)} cards")
+
+
 @cli.command()
 def expire() -> None:
     """Expire the points whose time ran out (POINTS_EXPIRY_MONTHS) and those of cards inactive

@@ -28,6 +28,7 @@ from app.ledger.batcher import PostingBatcher
 from app.ledger.hot_http import HotRoutes
 from app.ledger.router import router as ledger_router
 from app.partners.router import router as partners_router
+from app.pending.service import release_run
 from app.programs.service import ensure_program
 from app.reports.router import router as reports_router
 from app.rules.review import review
@@ -60,6 +61,11 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         periodic: list[tuple[str, float, Callable[[], Awaitable[int]]]] = [
             ("expired holds released", settings.hold_sweep_seconds, lambda: sweep(engine, program)),
             ("cards moved tier", settings.tier_review_seconds, lambda: review(engine, program)),
+            (
+                "cards' pending points released",
+                settings.pending_release_seconds,
+                lambda: release_run(engine, program),
+            ),
             (
                 "points expired",
                 settings.expiry_run_seconds,

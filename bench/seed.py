@@ -27,8 +27,8 @@ INSERT_CARDS = text("""
         SELECT :program_id, n, 'bearer', 'active' FROM unnest(CAST(:numbers AS text[])) AS n
         RETURNING id
     )
-    INSERT INTO accounts (program_id, kind, asset, card_id, balance, held)
-    SELECT :program_id, 'card', a.asset, new_cards.id, 0, 0
+    INSERT INTO accounts (program_id, kind, asset, card_id, balance, held, pending)
+    SELECT :program_id, 'card', a.asset, new_cards.id, 0, 0, 0
     FROM new_cards, (VALUES ('points'), ('cashback')) AS a(asset)
 """)
 

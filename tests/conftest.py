@@ -92,6 +92,7 @@ def settings(database_url: str) -> Settings:
         tier_review_seconds=0,
         idempotency_purge_seconds=0,
         expiry_run_seconds=0,
+        pending_release_seconds=0,
         _env_file=None,
     )
 

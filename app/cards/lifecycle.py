@@ -33,17 +33,18 @@ from app.cards.schemas import (
     CardReplaced,
     Moved,
 )
+from app.cards.upkeep import bring_up_to_date
 from app.core.config import Settings
 from app.core.ids import uuid7
 from app.db.session import driver_connection
-from app.expiry.service import expire_due, move_lots
+from app.expiry.service import move_lots
 from app.holds import repository as holds
-from app.holds.expiry import release_lapsed
 from app.ledger import corrections
 from app.ledger import repository as ledger
 from app.ledger.errors import DuplicateReference, InsufficientBalance
 from app.ledger.schemas import CardBalances, TransferCreate, TransferRead
 from app.models.enums import Asset, CardKind, CardStatus, TransactionType
+from app.pending import repository as pending
 from app.programs.service import ProgramContext
 from app.rules import service as rules
 
@@ -60,6 +61,8 @@ class LockedCard:
     balances: dict[str, int] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)
     """What open holds reserve (the value sits in the operator_held account)."""
+    pending: dict[str, int] = field(default_factory=dict)
+    """Points waiting out a return window (in the operator_pending account)."""
     closed: bool = False
     """From the locked accounts: current even when `status` was read before a close."""
 
@@ -71,12 +74,8 @@ async def _lock(
     due points expired first, so what moves is what the cards really have available."""
     rows = await repository.lock_cards(conn, program.id, numbers)
     raw = await driver_connection(conn)
-    with_holds = sorted({row.card_id for row in rows if row.held})
-    released = 0
-    if with_holds:
-        released, _ = await release_lapsed(raw, program, with_holds)
-    # Due points expire first: expired points are never moved to another card.
-    if await expire_due(raw, program, sorted({row.card_id for row in rows})) or released:
+    # Expired points are never moved to another card; matured ones move as spendable.
+    if await bring_up_to_date(raw, program, sorted({row.card_id for row in rows})):
         rows = await repository.lock_cards(conn, program.id, numbers)
     found: dict[str, LockedCard] = {}
     for row in rows:
@@ -94,6 +93,7 @@ async def _lock(
         card.accounts[row.asset] = row.account_id
         card.balances[row.asset] = row.balance
         card.held[row.asset] = row.held
+        card.pending[row.asset] = row.pending
         card.closed = card.closed or row.closed_at is not None
     for number in numbers:
         if number not in found:
@@ -230,6 +230,7 @@ async def replace(
     # Open holds, the tier and qualifying spend follow the value: the order can still be
     # captured, and the customer keeps their status.
     await holds.move_open(await driver_connection(conn), old.id, new.id)
+    await pending.move_waiting(await driver_connection(conn), old.id, new.id)
     await rules.move_tier(conn, program, old.id, new.id)
     await repository.close(conn, old.id, replaced_by=new.id)
     return 201, CardReplaced(
@@ -272,6 +273,7 @@ async def merge(
         whole=True,
     )
     await holds.move_open(await driver_connection(conn), source.id, target.id)
+    await pending.move_waiting(await driver_connection(conn), source.id, target.id)
     await rules.move_tier(conn, program, source.id, target.id)
     await repository.close(conn, source.id, replaced_by=target.id)
     return 200, CardMerged(
@@ -285,11 +287,12 @@ async def merge(
 async def close(conn: AsyncConnection, program: ProgramContext, card_number: str) -> CardRead:
     card = (await _lock(conn, program, [card_number]))[card_number]
     _open(card)
-    if any(card.balances.values()) or any(card.held.values()):
+    if any(card.balances.values()) or any(card.held.values()) or any(card.pending.values()):
         raise CardHasBalance(
             f"Card {card_number} holds {card.balances[Asset.POINTS]} points and "
-            f"{card.balances[Asset.CASHBACK]} cashback, and has {card.held[Asset.POINTS]} "
-            f"points and {card.held[Asset.CASHBACK]} cashback on hold.",
+            f"{card.balances[Asset.CASHBACK]} cashback, has {card.held[Asset.POINTS]} "
+            f"points and {card.held[Asset.CASHBACK]} cashback on hold, and "
+            f"{card.pending[Asset.POINTS]} points pending.",
         )
     await repository.close(conn, card.id, replaced_by=None)
     return await cards.get_card(conn, program, card_number)

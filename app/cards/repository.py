@@ -15,8 +15,8 @@ INSERT_CARD = text("""
 """)
 
 INSERT_CARD_ACCOUNTS = text("""
-    INSERT INTO accounts (program_id, kind, asset, card_id, balance, held)
-    SELECT :program_id, 'card', asset, :card_id, 0, 0
+    INSERT INTO accounts (program_id, kind, asset, card_id, balance, held, pending)
+    SELECT :program_id, 'card', asset, :card_id, 0, 0, 0
     FROM unnest(CAST(:assets AS text[])) AS a(asset)
 """)
 
@@ -88,7 +88,7 @@ async def set_status(conn: AsyncConnection, program_id: int, card_number: str, s
 # status may be older.
 LOCK_CARDS = text("""
     SELECT c.id AS card_id, c.card_number, c.status, c.kind, c.customer_reference, c.birth_date,
-           a.id AS account_id, a.asset, a.balance, a.held, a.closed_at
+           a.id AS account_id, a.asset, a.balance, a.held, a.pending, a.closed_at
     FROM cards c JOIN accounts a ON a.card_id = c.id
     WHERE c.program_id = :program_id AND c.card_number = ANY(CAST(:numbers AS text[]))
     ORDER BY a.id

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     idempotency_retention_days: int = Field(default=30, ge=1)
     idempotency_purge_seconds: float = Field(default=3600.0, ge=0)
 
+    # Every process releases pending points whose return window passed this often (0: never;
+    # then run `loyalty-ledger release-pending`). They count as spendable at once anyway.
+    pending_release_seconds: float = Field(default=300.0, ge=0)
+
     # Points expire this many months after the day they were earned (0: never). A change applies
     # to points earned from then on: each lot keeps the expiry it was earned with.
     points_expiry_months: int = Field(default=0, ge=0, le=1200)

@@ -7,9 +7,10 @@ newest lots. Walking the lots from the newest, the first `total` points are cove
 were spent, clawed back or expired before. This makes a refund of a spend put the points back
 into the lots they were taken from, and makes a clawback consume the oldest lots first.
 
-What is due now is what the card has beyond its lots that have not expired yet, and never more
-than its available balance (points on hold are not taken; they are due when released), nor
-more than its expired lots hold.
+`reserved`: the card's points that it cannot spend now but that are its own: on hold, or
+pending (a return window). What is due now is what the card has beyond its lots that have not
+expired yet, and never more than its available balance (reserved points are not taken; they are
+due once released), nor more than its expired lots hold.
 """
 
 from collections.abc import Iterable, Sequence
@@ -46,7 +47,7 @@ def covered(lots: Iterable[Lot], total: int) -> list[tuple[Lot, int]]:
     return parts
 
 
-def due(balance: int, held: int, lots: Sequence[Lot], today: date, *, inactive: bool) -> int:
+def due(balance: int, reserved: int, lots: Sequence[Lot], today: date, *, inactive: bool) -> int:
     """Points to expire now. `inactive`: the card went too long without activity, and all of
     its available points expire."""
     if balance <= 0:
@@ -57,7 +58,7 @@ def due(balance: int, held: int, lots: Sequence[Lot], today: date, *, inactive: 
     expired = sum(lot.amount for lot in lots if not lot.alive_on(today))
     # Points no lot accounts for (none should be: every credit that is not a give-back has
     # one) are never taken: only points of a lot whose day came expire.
-    return max(0, min(balance, balance + held - alive, expired))
+    return max(0, min(balance, balance + reserved - alive, expired))
 
 
 @dataclass(frozen=True)
@@ -66,26 +67,12 @@ class NextExpiry:
     on: date
 
 
-def next_expiry(balance: int, held: int, lots: Sequence[Lot], today: date) -> NextExpiry | None:
+def next_expiry(balance: int, reserved: int, lots: Sequence[Lot], today: date) -> NextExpiry | None:
     """The card's earliest points still to expire (after what is due now), and when."""
-    total = balance + held - due(balance, held, lots, today, inactive=False)
+    total = balance + reserved - due(balance, reserved, lots, today, inactive=False)
     parts = [(lot, part) for lot, part in covered(lots, total) if lot.alive_on(today)]
     dated = [(lot.expires_on, part) for lot, part in parts if lot.expires_on is not None]
     if not dated:
         return None
     first = min(on for on, _ in dated)
     return NextExpiry(points=sum(part for on, part in dated if on == first), on=first)
-
-
-def taken_oldest_first(lots: Sequence[Lot], total: int, points: int) -> list[tuple[Lot, int]]:
-    """The parts of the lots that `points` moved off a card holding `total` take with them:
-    the oldest covered parts first, as spending would."""
-    left = points
-    taken = []
-    for lot, part in reversed(covered(lots, total)):
-        if left <= 0:
-            break
-        take = min(part, left)
-        taken.append((lot, take))
-        left -= take
-    return taken

@@ -15,7 +15,8 @@ _TODAY = "timezone($2, now())::date"
 # activity; a transfer in is (a replacement card starts its life with one).
 DUE_ON_CARDS = f"""
     SELECT * FROM (
-    SELECT a.card_id, a.id AS account_id, a.balance, a.held, {_TODAY} AS today,
+    SELECT a.card_id, a.id AS account_id, a.balance, a.held + a.pending AS reserved,
+           {_TODAY} AS today,
            ($3::timestamptz IS NOT NULL AND NOT EXISTS (
                SELECT 1 FROM transactions t
                WHERE t.card_id = a.card_id AND t.posted_at >= $3 AND t.type <> 'expiry'
@@ -33,7 +34,7 @@ DUE_ON_CARDS = f"""
            coalesce(bool_or(l.expires_on <= {_TODAY}), false) AS lots_due
     FROM accounts a LEFT JOIN point_lots l ON l.card_id = a.card_id
     WHERE a.card_id = ANY($1::bigint[]) AND a.asset = 'points'
-    GROUP BY a.card_id, a.id, a.balance, a.held
+    GROUP BY a.card_id, a.id, a.balance, a.held, a.pending
     ) d WHERE d.lots_due OR d.inactive
 """
 
@@ -67,34 +68,17 @@ INACTIVE_CARDS = """
 # A card's lots, all of them, for moving them with its points.
 LOTS = """
     SELECT l.earned_on, CASE WHEN l.expires_on <> 'infinity' THEN l.expires_on END AS expires_on,
-           l.amount, a.balance + a.held AS total
+           l.amount, a.balance + a.held + a.pending AS total
     FROM accounts a JOIN point_lots l ON l.card_id = a.card_id
     WHERE a.card_id = $1 AND a.asset = 'points'
 """
 
-# Lots leaving a card ($1) and joining another ($2): amounts taken off (a lot left at zero is
-# deleted) and added (to a lot of the same days, if the other card has one).
-MOVE = """
-    WITH taken AS (
-        SELECT * FROM unnest($3::date[], $4::date[], $5::bigint[])
-                 AS v(earned_on, expires_on, amount)
-    ),
-    lowered AS (
-        UPDATE point_lots l SET amount = l.amount - t.amount FROM taken t
-        WHERE l.card_id = $1 AND l.earned_on = t.earned_on
-          AND l.expires_on = coalesce(t.expires_on, 'infinity')
-          AND l.amount > t.amount
-    ),
-    emptied AS (
-        DELETE FROM point_lots l USING taken t
-        WHERE l.card_id = $1 AND l.earned_on = t.earned_on
-          AND l.expires_on = coalesce(t.expires_on, 'infinity')
-          AND l.amount <= t.amount
-    )
+# A card's lots, replaced (the caller has locked the card).
+DROP_LOTS = "DELETE FROM point_lots WHERE card_id = $1"
+ADD_LOTS = """
     INSERT INTO point_lots (card_id, expires_on, earned_on, amount)
-    SELECT $2, coalesce(t.expires_on, 'infinity'), t.earned_on, t.amount FROM taken t
-    ON CONFLICT (card_id, expires_on, earned_on)
-    DO UPDATE SET amount = point_lots.amount + EXCLUDED.amount
+    SELECT $1, coalesce(v.expires_on, 'infinity'), v.earned_on, v.amount
+    FROM unnest($2::date[], $3::date[], $4::bigint[]) AS v(earned_on, expires_on, amount)
 """
 
 
@@ -126,11 +110,10 @@ async def lots(conn: asyncpg.Connection, card_id: int) -> list[asyncpg.Record]:
     return list(await conn.fetch(LOTS, card_id))
 
 
-async def move(
-    conn: asyncpg.Connection,
-    source_card_id: int,
-    target_card_id: int,
-    taken: list[tuple[date, date | None, int]],
+async def replace_lots(
+    conn: asyncpg.Connection, card_id: int, lots: list[tuple[date, date | None, int]]
 ) -> None:
-    columns = [list(c) for c in zip(*taken, strict=True)]
-    await conn.execute(MOVE, source_card_id, target_card_id, *columns)
+    """lots: (earned_on, expires_on or None for never, amount)."""
+    await conn.execute(DROP_LOTS, card_id)
+    if lots:
+        await conn.execute(ADD_LOTS, card_id, *[list(c) for c in zip(*lots, strict=True)])

@@ -19,7 +19,7 @@ import asyncpg
 
 from app.core.ids import uuid7
 from app.expiry import repository
-from app.expiry.policy import Lot, covered, due, taken_oldest_first
+from app.expiry.policy import NEVER, Lot, covered, due
 from app.holds import repository as postings
 from app.models.enums import AccountKind, Asset, TransactionType
 from app.programs.service import ProgramContext
@@ -53,8 +53,9 @@ async def expire_due(
     for row in rows:
         lots = lots_of(row)
         today: date = row["today"]
-        amount = due(row["balance"], row["held"], lots, today, inactive=row["inactive"])
-        left = row["balance"] + row["held"] - amount
+        # Points on hold or pending are the card's too: they are covered by its lots.
+        amount = due(row["balance"], row["reserved"], lots, today, inactive=row["inactive"])
+        left = row["balance"] + row["reserved"] - amount
         if not any(
             lot.expires_on is not None and lot.expires_on <= today for lot, _ in covered(lots, left)
         ):
@@ -91,23 +92,37 @@ async def move_lots(
     conn: asyncpg.Connection, source_card_id: int, target_card_id: int, points: int | None
 ) -> None:
     """Points moving from one card to another (both locked, balances not yet moved) take
-    their lots with them: the oldest the source still has. None: all of its lots (a
-    replacement or a merge, which also moves the open holds)."""
-    rows = await repository.lots(conn, source_card_id)
-    if not rows:
-        return
-    lots = [Lot(r["earned_on"], r["expires_on"], r["amount"]) for r in rows]
-    total = rows[0]["total"]
-    if points is None:
-        # The card's whole history goes, spent lots too: a refund of an earlier spend lands
-        # on the new card and is covered there as it would have been here.
-        taken = [(lot, lot.amount) for lot in lots]
-    else:
-        taken = taken_oldest_first(lots, total, points)
-    if taken:
-        await repository.move(
-            conn,
-            source_card_id,
-            target_card_id,
-            [(lot.earned_on, lot.expires_on, part) for lot, part in taken],
+    their lots with them: the oldest the source still has. None: all it has (a replacement or
+    a merge, which also moves the open holds and pending points).
+
+    Both cards keep only the lots their points still cover, first: a lot already spent on
+    either card would otherwise be counted as the moved points' (the newest lots count
+    first). The cost: points later given back to them by a refund of an earlier spend have no
+    lot, and never expire."""
+    source = await _covered_lots(conn, source_card_id)
+    target = await _covered_lots(conn, target_card_id)
+    total = sum(source.values())
+    moving = total if points is None else min(points, total)
+    oldest_first = sorted(source, key=lambda key: (key[1] or NEVER, key[0]))
+    for key in oldest_first:
+        if moving <= 0:
+            break
+        part = min(source[key], moving)
+        source[key] -= part
+        target[key] = target.get(key, 0) + part
+        moving -= part
+    for card_id, lots in ((source_card_id, source), (target_card_id, target)):
+        await repository.replace_lots(
+            conn, card_id, [(earned, expires, n) for (earned, expires), n in lots.items() if n]
         )
+
+
+async def _covered_lots(
+    conn: asyncpg.Connection, card_id: int
+) -> dict[tuple[date, date | None], int]:
+    """(earned_on, expires_on) -> the part of that lot the card's points cover."""
+    rows = await repository.lots(conn, card_id)
+    if not rows:
+        return {}
+    lots = [Lot(r["earned_on"], r["expires_on"], r["amount"]) for r in rows]
+    return {(lot.earned_on, lot.expires_on): part for lot, part in covered(lots, rows[0]["total"])}

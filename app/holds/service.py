@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.deps import Principal
 from app.cards.errors import CardBlocked, CardClosed, CardNotFound
+from app.cards.upkeep import bring_up_to_date
 from app.db.session import driver_connection
 from app.expiry.service import expire_due
-from app.holds import expiry, postings, repository
+from app.holds import postings, repository
 from app.holds.errors import CaptureExceedsHold, HoldExpired, HoldNotFound, HoldNotOpen
 from app.holds.schemas import HoldAnswer, HoldCapture, HoldCreate, HoldRead, HoldVoid
 from app.ledger.errors import DuplicateReference, InsufficientBalance, PartnerCannotRedeem
@@ -79,10 +80,9 @@ async def create(
     if await repository.reference_taken(raw, program.id, partner_id, req.reference):
         raise DuplicateReference(f"Order {req.reference!r} already has a hold.")
 
-    # Lapsed holds go back and due points expire first: what is left is what can be held.
-    released, _ = await expiry.release_lapsed(raw, program, [card["id"]])
-    expired = await expire_due(raw, program, [card["id"]])
-    if released or expired:
+    # Lapsed holds go back, pending points mature and due points expire first: what is left
+    # is what can be held.
+    if await bring_up_to_date(raw, program, [card["id"]]):
         accounts = await repository.lock_cards(raw, [card["id"]])
     account = next(a for a in accounts if a["asset"] == req.asset)
     available = account["balance"]
@@ -139,8 +139,7 @@ async def _lock_hold(
         raise HoldExpired(f"The hold expired at {current['expires_at'].isoformat()}.")
     # The card's other lapsed holds go back first, so the answer's balance is what the card
     # really has available (this hold is open and current: it stays).
-    await expiry.release_lapsed(raw, program, [current["card_id"]])
-    await expire_due(raw, program, [current["card_id"]])
+    await bring_up_to_date(raw, program, [current["card_id"]])
     return current
 
 
@@ -178,6 +177,8 @@ async def capture(
         description=req.reason,
     )
     await repository.write(raw, program.id, writes)
+    # What the hold gives back may be due (its lot's day came while it was held).
+    await expire_due(raw, program, [hold["card_id"]])
     return 200, await _answer(raw, program, hold_id, released=hold["amount"] - amount)
 
 
@@ -200,4 +201,5 @@ async def void(
         description=req.reason or "hold voided",
     )
     await repository.write(raw, program.id, writes)
+    await expire_due(raw, program, [hold["card_id"]])
     return 200, await _answer(raw, program, hold_id, released=hold["amount"])

@@ -14,10 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.deps import Principal
 from app.cards.errors import CardClosed
+from app.cards.upkeep import bring_up_to_date
 from app.db.errors import violated_constraint
 from app.db.session import driver_connection
-from app.expiry.service import expire_due
-from app.holds.expiry import release_lapsed
 from app.ledger import repository
 from app.ledger.errors import DuplicateReference, TransactionNotFound
 from app.models.enums import CardStatus
@@ -62,12 +61,9 @@ async def _lock_releasing_lapsed(
     """Lock the card's accounts; release its lapsed holds first if it has any, so the balances
     a correction starts from (and answers) are what the card really has available."""
     accounts = await repository.lock_card_accounts(conn, card_id)
-    raw = await driver_connection(conn)
-    released = 0
-    if any(a.held for a in accounts):
-        released, _ = await release_lapsed(raw, program, [card_id])
-    # Due points expire before a correction takes any back (first in, first out).
-    if await expire_due(raw, program, [card_id]) or released:
+    # Lapsed holds, matured pending points and due expiry first: a correction starts from what
+    # the card really has (and due points expire before a clawback takes any, oldest first).
+    if await bring_up_to_date(await driver_connection(conn), program, [card_id]):
         accounts = await repository.lock_card_accounts(conn, card_id)
     return accounts
 

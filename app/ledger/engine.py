@@ -46,11 +46,13 @@ from app.ledger.rules import (
     PostingRequest,
     answer_for,
     card_closed,
+    defer_points,
     intent_for,
     plan_for,
 )
 from app.ledger.schemas import RedemptionCreate
 from app.models.enums import ApiKeyRole, Asset
+from app.pending.service import release_matured
 from app.programs.service import ProgramContext
 
 MAX_BALANCE = 2**63 - 1
@@ -187,6 +189,8 @@ async def _post_group(
             [(campaign, card, n) for (campaign, card), n in standing.stamped.items()],
             [(card, day, amount) for (card, day), amount in postings.lots.items()],
             settings.points_expiry_months,
+            postings.pending,
+            postings.waiting,
         )
         if granted != len(standing.grants):
             # A campaign this group granted ended while it ran (its end committed after our
@@ -293,6 +297,11 @@ async def _plan(
         _, gained = await release_lapsed(conn, program, sorted(with_holds))
         for account, amount in gained.items():
             balances[account] += amount
+    with_matured = {ctx["card_id"] for ctx in context.values() if ctx["card_pending_matured"]}
+    if with_matured:
+        # Points whose return window passed are spendable: release them first.
+        for account, amount in (await release_matured(conn, program, sorted(with_matured))).items():
+            balances[account] += amount
     with_due = {ctx["card_id"] for ctx in context.values() if ctx["card_expiry_due"]}
     if with_due:
         # Expired points no longer count either: expire them before anything spends them.
@@ -324,6 +333,10 @@ class _Postings:
     earnings: list[tuple[Any, ...]] = field(default_factory=list)
     lots: dict[tuple[int, date], int] = field(default_factory=dict)
     """(card id, day earned in the program's time zone) -> points earned"""
+    pending: dict[int, int] = field(default_factory=dict)
+    """card points account id -> points gone to wait out a return window"""
+    waiting: list[tuple[Any, ...]] = field(default_factory=list)
+    """pending_points rows: (accrual id, card id, card account id, points, spendable_at)"""
 
 
 def _apply(
@@ -356,7 +369,8 @@ def _apply(
             earned = standing.earn(plan, occurred_at)
         elif standing is not None and plan.eligible == 0:
             standing.show_tier(plan)
-        card_legs = plan.legs[::2]
+        defer_points(plan, program, occurred_at, now)
+        card_legs = [leg for leg in plan.legs[::2] if leg[0] in balances]
         new: dict[int, int] = {}
         for account, _, amount in card_legs:
             new[account] = new.get(account, balances[account]) + amount
@@ -392,6 +406,13 @@ def _apply(
             transaction_id = uuid7()
             references[ref_key] = transaction_id
             postings.balances.update(new)
+            if plan.pending:
+                account = plan.card_accounts[Asset.POINTS]
+                postings.balances.setdefault(account, balances[account])
+                postings.pending[account] = postings.pending.get(account, 0) + plan.pending
+                postings.waiting.append(
+                    (transaction_id, plan.card_id, account, plan.pending, plan.spendable_at)
+                )
             postings.transactions.append(
                 (
                     transaction_id,
@@ -408,7 +429,7 @@ def _apply(
                 )
             )
             postings.entries += [(transaction_id, a, asset, amt) for a, asset, amt in plan.legs]
-            earned_points = sum(
+            earned_points = plan.pending + sum(
                 amt for a, asset, amt in card_legs if asset == Asset.POINTS and amt > 0
             )
             if earned_points:

@@ -42,12 +42,14 @@ ANSWERS = """
 # newest committed balances after any wait; `locked_count` makes sure every lock is taken.
 # `card_has_holds` (from the locked rows, so current) says whether the card's holds need a look:
 # lapsed ones are released before the card's postings are checked (app/holds/expiry.py).
-# `card_expiry_due` likewise: a card with a lot whose day came (in the program's time zone, $8)
-# has its due points expired first (app/expiry/service.py). A lot is only ever added under the
-# card's lock, which this statement holds by then.
+# `card_pending_matured` likewise: points whose return window passed are released first
+# (app/pending/service.py). And `card_expiry_due`: a card with a lot whose day came (in the
+# program's time zone, $8) has its due points expired next (app/expiry/service.py). Lots and
+# pending points only change under the card's lock, which this statement holds by then.
 CONTEXT_AND_LOCK = """
     WITH locked AS (
-        SELECT a.id, a.balance, a.held, a.closed_at FROM accounts a JOIN cards c ON c.id = a.card_id
+        SELECT a.id, a.balance, a.held, a.pending, a.closed_at
+        FROM accounts a JOIN cards c ON c.id = a.card_id
         WHERE c.program_id = $7 AND c.card_number = ANY($2::text[])
         ORDER BY a.id
         FOR NO KEY UPDATE OF a
@@ -58,12 +60,16 @@ CONTEXT_AND_LOCK = """
            lp.balance AS card_points, lc.balance AS card_cashback,
            (lp.closed_at IS NOT NULL OR lc.closed_at IS NOT NULL) AS card_closed_now,
            (lp.held > 0 OR lc.held > 0) AS card_has_holds,
+           (lp.pending > 0 AND EXISTS (
+               SELECT 1 FROM pending_points w
+               WHERE w.card_id = c.id AND w.released_by IS NULL AND w.remaining > 0
+                 AND w.spendable_at <= now())) AS card_pending_matured,
            EXISTS (SELECT 1 FROM point_lots l
                    WHERE l.card_id = c.id AND l.expires_on <= timezone($8, now())::date)
            AS card_expiry_due,
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
            p.earn_rule_version, p.excluded_categories, p.excluded_skus,
-           p.can_earn, p.can_redeem,
+           p.can_earn, p.can_redeem, p.return_window_days,
            (SELECT max(version) FROM tier_ladders WHERE program_id = $7) AS ladder_version,
            CASE WHEN r.idx = 0 THEN (  -- the active campaigns, once per group
                SELECT json_agg(json_build_object(
@@ -109,8 +115,8 @@ CONTEXT_AND_LOCK = """
 # the transactions, their entries, and the stored answers of their Idempotency-Keys.
 WRITE = """
     WITH balances AS (
-        UPDATE accounts a SET balance = v.balance
-        FROM unnest($1::bigint[], $2::bigint[]) AS v(id, balance)
+        UPDATE accounts a SET balance = v.balance, pending = a.pending + v.pending
+        FROM unnest($1::bigint[], $2::bigint[], $43::bigint[]) AS v(id, balance, pending)
         WHERE a.id = v.id
     ),
     posted AS (
@@ -173,6 +179,14 @@ WRITE = """
         FROM unnest($39::bigint[], $40::date[], $41::bigint[]) AS v(card_id, earned_on, amount)
         ON CONFLICT (card_id, expires_on, earned_on)
         DO UPDATE SET amount = point_lots.amount + EXCLUDED.amount
+    ),
+    waiting AS (
+        -- Points that wait out a partner's return window (app/pending/service.py).
+        INSERT INTO pending_points
+            (id, program_id, card_id, account_id, amount, remaining, spendable_at)
+        SELECT v.id, $3, v.card_id, v.account_id, v.amount, v.amount, v.spendable_at
+        FROM unnest($44::uuid[], $45::bigint[], $46::bigint[], $47::bigint[],
+                    $48::timestamptz[]) AS v(id, card_id, account_id, amount, spendable_at)
     )
     SELECT (SELECT count(*) FROM granted) AS granted
 """
@@ -245,6 +259,12 @@ async def card_standing(
 # whose time ran out are added back to what is available even before anything released them.
 BALANCE_FOR_KEY = """
     SELECT c.card_number, c.status, a.points, a.points_held, a.cashback, a.cashback_held,
+           a.points_pending,
+           CASE WHEN a.points_pending > 0 THEN (
+               SELECT coalesce(sum(w.remaining), 0) FROM pending_points w
+               WHERE w.card_id = c.id AND w.released_by IS NULL AND w.remaining > 0
+                 AND w.spendable_at <= now()
+           ) END AS matured,
            CASE WHEN a.points_held > 0 OR a.cashback_held > 0 THEN (
                SELECT ARRAY[coalesce(sum(h.amount) FILTER (WHERE h.asset = 'points'), 0),
                             coalesce(sum(h.amount) FILTER (WHERE h.asset = 'cashback'), 0)]
@@ -257,6 +277,7 @@ BALANCE_FOR_KEY = """
     LEFT JOIN LATERAL (
         SELECT max(balance) FILTER (WHERE asset = 'points') AS points,
                max(held) FILTER (WHERE asset = 'points') AS points_held,
+               max(pending) FILTER (WHERE asset = 'points') AS points_pending,
                max(balance) FILTER (WHERE asset = 'cashback') AS cashback,
                max(held) FILTER (WHERE asset = 'cashback') AS cashback_held
         FROM accounts WHERE card_id = c.id
@@ -271,7 +292,8 @@ BALANCE_FOR_KEY = """
     WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND k.program_id = $2
 """
 # (One aggregate over the card's accounts: a single probe of the (card_id, asset) index. The
-# lapsed holds are looked up only for a card with something on hold. The card's lots, with
+# lapsed holds are looked up only for a card with something on hold, and pending points past
+# their return window (spendable already) only for a card with points pending. The card's lots, with
 # today in the program's time zone ($4), say what has expired and what expires next.)
 
 
@@ -345,8 +367,12 @@ async def write(
     stamps: list[tuple[uuid.UUID, int, int]],
     lots: list[tuple[int, date, int]],
     expiry_months: int,
+    pending: dict[int, int],
+    waiting: list[tuple[uuid.UUID, int, int, int, datetime]],
 ) -> int:
-    """Returns how many of the campaigns in `grants` were still running."""
+    """Returns how many of the campaigns in `grants` were still running. `balances`: card
+    account id -> new balance; `pending`: card account id -> change of its pending points
+    (every such account is in `balances` too)."""
 
     def cols(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
         return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
@@ -367,5 +393,7 @@ async def write(
         *cols(stamps, 3),
         *cols(lots, 3),
         expiry_months,
+        [pending.get(account, 0) for account in balances],
+        *cols(waiting, 5),
     )
     return granted

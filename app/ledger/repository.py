@@ -111,7 +111,7 @@ CORRECTION_TARGET = text("""
 """)
 
 LOCK_CARD_ACCOUNTS = text("""
-    SELECT id, asset, balance, held, closed_at FROM accounts
+    SELECT id, asset, balance, held, pending, closed_at FROM accounts
     WHERE card_id = :card_id ORDER BY id FOR NO KEY UPDATE
 """)
 

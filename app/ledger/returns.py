@@ -10,6 +10,9 @@ earned, and when everything has come back (R = P) exactly what was earned has be
 whatever the split. A return too small to take back anything yet is still recorded: it counts
 towards the next one.
 
+Points of the purchase still waiting out the partner's return window (app/pending/) are taken
+back from there first; only the rest comes off the card's balance.
+
 If the card has already spent what is taken back, its balance goes below zero: a clawback debt.
 The database allows a negative balance only to refunds and reversals (migration 0006); the
 posting engine refuses any spending while it lasts, and earnings pay it off.
@@ -24,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.deps import Principal
 from app.core.ids import uuid7
+from app.db.session import driver_connection
 from app.ledger import corrections, repository
 from app.ledger.errors import (
     AlreadyReversed,
@@ -33,8 +37,12 @@ from app.ledger.errors import (
 )
 from app.ledger.schemas import AssetAmounts, PurchaseReturnCreate, PurchaseReturnRead
 from app.models.enums import AccountKind, TransactionType
+from app.pending import repository as pending
 from app.programs.service import ProgramContext
 from app.rules import repository as rules
+
+_CREDITED = {AccountKind.CARD, AccountKind.OPERATOR_PENDING}
+"""Where an accrual's credit legs went: the card, or the pending account for the card."""
 
 
 def taken_back(earned: int, purchase: int, returned_before: int, returning: int) -> int:
@@ -78,17 +86,32 @@ async def return_goods(
     # Each card leg of the accrual came with the leg that funded it (the partner's rule, the
     # operator's tier bonus, a campaign's funder): each is taken back in proportion, and goes
     # back to whoever funded it. At a full return every leg is taken back exactly.
+    # Points still waiting out the return window are taken back from there first.
     card = {a.asset: a for a in accounts}
+    raw = await driver_connection(conn)
+    waiting = await pending.waiting_of(raw, accrual_id)
+    from_pending = 0
     take = {"points": 0, "cashback": 0}
     balances: dict[int, int] = {}
     legs: list[tuple[int, str, int]] = []
     entries = await repository.original_entries(conn, accrual_id)
     for credit, funder in zip(entries[0::2], entries[1::2], strict=True):
-        assert credit.kind == AccountKind.CARD and funder.kind != AccountKind.CARD
+        assert credit.kind in _CREDITED and funder.kind not in _CREDITED
         amount = taken_back(credit.amount, purchase, returned, req.amount)
+        if not amount:
+            continue
+        take[credit.asset] += amount
+        if credit.kind == AccountKind.OPERATOR_PENDING:
+            part = min(amount, waiting - from_pending)
+            if part:
+                from_pending += part
+                amount -= part
+                legs += [
+                    (credit.account_id, credit.asset, -part),
+                    (funder.account_id, credit.asset, part),
+                ]
         if amount:
             account = card[credit.asset]
-            take[credit.asset] += amount
             balances[account.id] = balances.get(account.id, account.balance) - amount
             legs += [(account.id, credit.asset, -amount), (funder.account_id, credit.asset, amount)]
 
@@ -112,6 +135,8 @@ async def return_goods(
             balances,
             legs,
         )
+    if from_pending:
+        await pending.take(raw, accrual_id, from_pending)
     if original.eligible_amount:
         # The return also takes back qualifying spend, in the same proportion, from the month
         # of the purchase (the card does not move down before the tier review).

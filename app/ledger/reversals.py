@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.deps import Principal
 from app.core.ids import uuid7
+from app.db.session import driver_connection
 from app.ledger import corrections, repository
 from app.ledger.errors import (
     AlreadyRefunded,
@@ -19,7 +20,8 @@ from app.ledger.errors import (
     NotReversible,
 )
 from app.ledger.schemas import CardBalances, ReversalCreate, ReversalRead
-from app.models.enums import TransactionType
+from app.models.enums import AccountKind, TransactionType
+from app.pending import repository as pending
 from app.programs.service import ProgramContext
 from app.rules import repository as rules
 
@@ -56,13 +58,33 @@ async def reverse(
 
     balances = {a.id: a.balance for a in accounts}
     asset_of = {a.id: a.asset for a in accounts}
+    card_account = {a.asset: a.id for a in accounts}
     change = {"points": 0, "cashback": 0}
     legs = []
+    # A purchase's points still waiting out the return window come back from there; what
+    # matured since comes off the card.
+    raw = await driver_connection(conn)
+    waiting = await pending.waiting_of(raw, transaction_id)
+    from_pending = 0
     for entry in await repository.original_entries(conn, transaction_id):
-        legs.append((entry.account_id, entry.asset, -entry.amount))
-        if entry.account_id in balances:
-            balances[entry.account_id] -= entry.amount
-            change[entry.asset] -= entry.amount
+        amount = entry.amount
+        if entry.kind == AccountKind.OPERATOR_PENDING and amount > 0:
+            part = min(amount, waiting - from_pending)
+            if part:
+                from_pending += part
+                legs.append((entry.account_id, entry.asset, -part))
+                amount -= part
+            if not amount:
+                continue
+            account = card_account[entry.asset]
+        else:
+            account = entry.account_id
+        legs.append((account, entry.asset, -amount))
+        if account in balances:
+            balances[account] -= amount
+            change[entry.asset] -= amount
+    if from_pending:
+        await pending.take(raw, transaction_id, from_pending)
     if original.type == TransactionType.ACCRUAL and original.eligible_amount:
         # The purchase never happened: it stops counting towards the card's tier.
         spend = -original.eligible_amount

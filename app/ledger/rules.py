@@ -75,6 +75,11 @@ class Plan:
     """Purchases: what campaigns need to know of the basket (fields of campaigns.Purchase)."""
     partner_counters: tuple[int, int] | None = None
     """Purchases: the partner's issued accounts (points, cashback), for what it funds."""
+    return_window_days: int = 0
+    """Purchases: the partner's return window; the points earned wait it out."""
+    pending: int = 0
+    """Points of this purchase that wait in the pending account (defer_points)."""
+    spendable_at: datetime | None = None
 
 
 def card_closed(replaced_by: str | None) -> CardClosed:
@@ -213,6 +218,26 @@ def add_campaign_bonus(
     )
 
 
+def defer_points(plan: Plan, program: ProgramContext, occurred_at: datetime, now: datetime) -> None:
+    """A purchase at a partner with a return window: the points it earned (every rule's) go
+    to the pending account until the window passes (app/pending/service.py); cashback does
+    not wait. A purchase sent after its window passed is spendable at once."""
+    if not plan.return_window_days:
+        return
+    spendable_at = occurred_at + timedelta(days=plan.return_window_days)
+    if spendable_at <= now:
+        return
+    waiting = program.operator_account(AccountKind.OPERATOR_PENDING, Asset.POINTS)
+    points_account = plan.card_accounts[Asset.POINTS.value]
+    for index in range(0, len(plan.legs), 2):  # each credit leg, then the leg funding it
+        account, asset, amount = plan.legs[index]
+        if account == points_account and amount > 0:
+            plan.legs[index] = (waiting, asset, amount)
+            plan.pending += amount
+    if plan.pending:
+        plan.spendable_at = spendable_at
+
+
 def plan_for(
     intent: Intent,
     request: PostingRequest,
@@ -256,6 +281,7 @@ def plan_for(
         rates = EarnRates(ctx["earn_points"], ctx["earn_per_amount"], ctx["cashback_bps"])
         earned = earn_for_purchase(plan.eligible, rates)
         plan.partner_counters = (ctx["counter_points_account"], ctx["counter_cashback_account"])
+        plan.return_window_days = ctx["return_window_days"]
         plan.basket = {
             "amount": request.amount,
             "lines": lines,
@@ -331,6 +357,8 @@ def answer_for(
         "eligible_amount": plan.eligible,
         "applied": plan.applied or [],
         "tier": plan.tier,
+        "pending": plan.pending,
+        "spendable_at": plan.spendable_at,
         "balance": balances,
         "currency": program.currency,
     }

@@ -132,6 +132,13 @@ class AccrualRead(ResponseModel):
         description="Purchases: each rule that applied and what it added; they sum to `earned`."
     )
     tier: TierState | None = Field(description="Purchases, once the program has tiers.")
+    pending: int = Field(
+        description="Points of `earned` that wait out the partner's return window: not "
+        "spendable, and not in `balance`, until `spendable_at`."
+    )
+    spendable_at: datetime | None = Field(
+        description="When the pending points become spendable (null: nothing pending)."
+    )
     balance: AssetAmounts
     currency: str
 
@@ -210,7 +217,11 @@ class BalanceRead(ResponseModel):
         description="Reserved by open holds that have not run out (a lapsed hold counts as "
         "available at once, before it is released)."
     )
-    total: AssetAmounts = Field(description="Available plus held.")
+    pending: AssetAmounts = Field(
+        description="Earned at a partner but not spendable until its return window passes "
+        "(points only; cashback does not wait)."
+    )
+    total: AssetAmounts = Field(description="Available plus held plus pending.")
     debt: AssetAmounts = Field(
         description="Clawback debt: what returned purchases took back after it was spent. "
         "Nothing can be spent until later earnings pay it off."

@@ -111,18 +111,25 @@ async def balance_for_key(
     for index, asset in enumerate(("points", "cashback")):
         available[asset] = row[asset] + lapsed[index]
         held[asset] = row[f"{asset}_held"] - lapsed[index]
+    # Pending points past their return window are spendable before anything released them.
+    matured = row["matured"] or 0
+    available["points"] += matured
+    pending = row["points_pending"] - matured
     # Points whose lots ran out are gone even before anything posted their expiry.
     lots = lots_of(row) if row["amounts"] else []
-    available["points"] -= due(
-        available["points"], held["points"], lots, row["today"], inactive=False
-    )
-    upcoming = next_expiry(available["points"], held["points"], lots, row["today"])
+    reserved = held["points"] + pending
+    available["points"] -= due(available["points"], reserved, lots, row["today"], inactive=False)
+    upcoming = next_expiry(available["points"], reserved, lots, row["today"])
     return BalanceRead(
         card_number=row["card_number"],
         status=row["status"],
         **available,
         held=AssetAmounts(**held),
-        total=AssetAmounts(**{a: available[a] + held[a] for a in available}),
+        pending=AssetAmounts(points=pending, cashback=0),
+        total=AssetAmounts(
+            points=available["points"] + held["points"] + pending,
+            cashback=available["cashback"] + held["cashback"],
+        ),
         debt=AssetAmounts(**{a: max(0, -available[a]) for a in available}),
         expiring=None if upcoming is None else Expiring(points=upcoming.points, on=upcoming.on),
         currency=program.currency,

@@ -8,6 +8,7 @@ from app.models.card import Card, CardSpend
 from app.models.hold import Hold
 from app.models.idempotency import IdempotencyRecord
 from app.models.partner import EarnRule, Partner
+from app.models.pending_point import PendingPoints
 from app.models.point_lot import PointLot
 from app.models.program import Program
 from app.models.purchase_return import PurchaseReturn
@@ -28,6 +29,7 @@ __all__ = [
     "Hold",
     "IdempotencyRecord",
     "Partner",
+    "PendingPoints",
     "PointLot",
     "Program",
     "PurchaseReturn",

@@ -37,6 +37,8 @@ class Account(Base):
         CheckConstraint("(kind = 'card') = (balance IS NOT NULL)", name="balance_iff_card"),
         CheckConstraint("(kind = 'card') = (held IS NOT NULL)", name="held_iff_card"),
         CheckConstraint("held >= 0", name="held_non_negative"),
+        CheckConstraint("(kind = 'card') = (pending IS NOT NULL)", name="pending_iff_card"),
+        CheckConstraint("pending >= 0", name="pending_non_negative"),
         # A card's balance goes below zero only by a clawback (a deferred trigger checks it,
         # migration 0006): never by spending.
         # Target of the entries (account_id, asset) foreign key: an entry's asset must be
@@ -79,6 +81,9 @@ class Account(Base):
     held: Mapped[int | None] = mapped_column(BigInteger)
     """Card accounts only: what the card's open holds reserve (sitting in the operator_held
     account). Open holds past their expiry still count here until they are released."""
+    pending: Mapped[int | None] = mapped_column(BigInteger)
+    """Card accounts only: points earned but not spendable yet (a partner's return window),
+    sitting in the operator_pending account; pending_points says until when."""
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Card accounts of a closed card. Set under the account's row lock, so a posting that
     waited for that lock sees it (the card row it read earlier may be older)."""

@@ -29,6 +29,9 @@ class AccountKind(StrEnum):
     OPERATOR_HELD = "operator_held"
     """Value on hold for an order: reserved on a card until captured, voided or expired. The
     holds table says whose it is; the card account's `held` column counts it too."""
+    OPERATOR_PENDING = "operator_pending"
+    """Points earned at a partner, waiting out its return window before the card can spend
+    them. pending_points says whose they are; the card account's `pending` column counts them."""
     OPERATOR_BREAKAGE = "operator_breakage"
     """Points that expired unspent (breakage): the operator's, no longer the card's."""
 
@@ -54,6 +57,9 @@ class TransactionType(StrEnum):
     RELEASE = "release"
     """Gives back what a hold (`corrects_id`) reserved and did not capture: a void, the rest
     of a partial capture, or the hold's expiry."""
+    MATURITY = "maturity"
+    """Pending points of a purchase (`corrects_id`) became spendable: the partner's return
+    window passed."""
     EXPIRY = "expiry"
     """Points whose lots ran out of time (or a card inactive too long) left the card for the
     breakage account (app/expiry/)."""

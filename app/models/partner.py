@@ -26,6 +26,10 @@ class Partner(Base):
         CheckConstraint("earn_points >= 0", name="earn_points_non_negative"),
         CheckConstraint("earn_per_amount > 0", name="earn_per_amount_positive"),
         CheckConstraint("cashback_bps BETWEEN 0 AND 10000", name="cashback_bps_range"),
+        CheckConstraint(
+            "return_window_days >= 0 AND return_window_days <= 365",
+            name="return_window_days_range",
+        ),
         UniqueConstraint("program_id", "code", name="uq_partners_program_code"),
     )
 
@@ -47,6 +51,8 @@ class Partner(Base):
     excluded_skus: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
     can_earn: Mapped[bool] = mapped_column(Boolean)
     can_redeem: Mapped[bool] = mapped_column(Boolean)
+    return_window_days: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Points earned here are pending this many days after the purchase (its return window)."""
     created_at: Mapped[datetime] = created_at_column()
 
 
@@ -55,6 +61,12 @@ class EarnRule(Base):
     accrual records the version it earned by (`earnings`)."""
 
     __tablename__ = "earn_rules"
+    __table_args__ = (
+        CheckConstraint(
+            "return_window_days >= 0 AND return_window_days <= 365",
+            name="return_window_days_range",
+        ),
+    )
 
     partner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("partners.id"), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -63,5 +75,6 @@ class EarnRule(Base):
     cashback_bps: Mapped[int] = mapped_column(Integer)
     excluded_categories: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
     excluded_skus: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    return_window_days: Mapped[int] = mapped_column(Integer, server_default="0")
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = created_at_column()

@@ -7,13 +7,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 INSERT_PARTNER = text("""
     INSERT INTO partners
         (id, program_id, code, name, earn_points, earn_per_amount, cashback_bps,
-         excluded_categories, excluded_skus, can_earn, can_redeem)
+         excluded_categories, excluded_skus, can_earn, can_redeem, return_window_days)
     VALUES
         (:id, :program_id, :code, :name, :earn_points, :earn_per_amount, :cashback_bps,
-         :excluded_categories, :excluded_skus, :can_earn, :can_redeem)
+         :excluded_categories, :excluded_skus, :can_earn, :can_redeem, :return_window_days)
     ON CONFLICT (program_id, code) DO NOTHING
     RETURNING id, code, name, earn_points, earn_per_amount, cashback_bps, earn_rule_version,
-              excluded_categories, excluded_skus, can_earn, can_redeem, created_at
+              excluded_categories, excluded_skus, can_earn, can_redeem, return_window_days,
+              created_at
 """)
 
 # A partner's system accounts: what it issued and what was redeemed at it, per asset.
@@ -25,7 +26,8 @@ INSERT_PARTNER_ACCOUNTS = text("""
 
 GET_PARTNER = text("""
     SELECT id, code, name, earn_points, earn_per_amount, cashback_bps, earn_rule_version,
-           excluded_categories, excluded_skus, can_earn, can_redeem, created_at
+           excluded_categories, excluded_skus, can_earn, can_redeem, return_window_days,
+              created_at
     FROM partners WHERE id = :id AND program_id = :program_id
 """)
 

@@ -43,6 +43,11 @@ class PartnerCreate(RequestModel):
     )
     can_earn: Annotated[bool, Field(strict=True)] = True
     can_redeem: Annotated[bool, Field(strict=True)] = True
+    return_window_days: Annotated[int, Field(strict=True, ge=0, le=365)] = Field(
+        default=0,
+        description="Points earned here stay pending (not spendable) this many days after the "
+        "purchase, while goods can still come back. 0: spendable at once.",
+    )
 
 
 class EarnRuleCreate(RequestModel):
@@ -53,6 +58,11 @@ class EarnRuleCreate(RequestModel):
     cashback_bps: Annotated[int, Field(strict=True, ge=0, le=10_000)] = 0
     excluded_categories: Codes = Field(default_factory=list)
     excluded_skus: Codes = Field(default_factory=list)
+    return_window_days: Annotated[int, Field(strict=True, ge=0, le=365)] = Field(
+        default=0,
+        description="Points earned here stay pending (not spendable) this many days after the "
+        "purchase, while goods can still come back. 0: spendable at once.",
+    )
 
 
 class EarnRuleRead(ResponseModel):
@@ -61,6 +71,7 @@ class EarnRuleRead(ResponseModel):
     cashback_bps: int
     excluded_categories: list[str]
     excluded_skus: list[str]
+    return_window_days: int
     created_at: datetime
 
 
@@ -80,4 +91,5 @@ class PartnerRead(ResponseModel):
     excluded_skus: list[str]
     can_earn: bool
     can_redeem: bool
+    return_window_days: int
     created_at: datetime

@@ -23,6 +23,7 @@ def read(row: Row[tuple[object, ...]]) -> PartnerRead:
         excluded_skus=m["excluded_skus"],
         can_earn=m["can_earn"],
         can_redeem=m["can_redeem"],
+        return_window_days=m["return_window_days"],
         created_at=m["created_at"],
     )
 
@@ -43,6 +44,7 @@ async def create_partner(
             "excluded_skus": req.excluded_skus,
             "can_earn": req.can_earn,
             "can_redeem": req.can_redeem,
+            "return_window_days": req.return_window_days,
         },
     )
     if row is None:

@@ -50,6 +50,7 @@ async def ensure_program(conn: AsyncConnection, settings: Settings) -> ProgramCo
             AccountKind.OPERATOR_REDEEMED.value,
             AccountKind.OPERATOR_HELD.value,
             AccountKind.OPERATOR_BREAKAGE.value,
+            AccountKind.OPERATOR_PENDING.value,
         ],
         [a.value for a in Asset],
     )

@@ -16,29 +16,30 @@ NEW_EARN_RULE = text("""
         UPDATE partners
         SET earn_points = :earn_points, earn_per_amount = :earn_per_amount,
             cashback_bps = :cashback_bps, excluded_categories = :excluded_categories,
-            excluded_skus = :excluded_skus, earn_rule_version = earn_rule_version + 1
+            excluded_skus = :excluded_skus, return_window_days = :return_window_days,
+            earn_rule_version = earn_rule_version + 1
         WHERE id = :partner_id AND program_id = :program_id
         RETURNING id, earn_rule_version
     )
     INSERT INTO earn_rules (partner_id, version, earn_points, earn_per_amount, cashback_bps,
-                            excluded_categories, excluded_skus, api_key_id)
+                            excluded_categories, excluded_skus, return_window_days, api_key_id)
     SELECT id, earn_rule_version, :earn_points, :earn_per_amount, :cashback_bps,
-           :excluded_categories, :excluded_skus, :api_key_id
+           :excluded_categories, :excluded_skus, :return_window_days, :api_key_id
     FROM current
     RETURNING version
 """)
 
 FIRST_EARN_RULE = text("""
     INSERT INTO earn_rules (partner_id, version, earn_points, earn_per_amount, cashback_bps,
-                            excluded_categories, excluded_skus, api_key_id)
+                            excluded_categories, excluded_skus, return_window_days, api_key_id)
     SELECT id, 1, earn_points, earn_per_amount, cashback_bps, excluded_categories,
-           excluded_skus, :api_key_id
+           excluded_skus, return_window_days, :api_key_id
     FROM partners WHERE id = :partner_id
 """)
 
 EARN_RULES = text("""
     SELECT r.version, r.earn_points, r.earn_per_amount, r.cashback_bps,
-           r.excluded_categories, r.excluded_skus, r.created_at
+           r.excluded_categories, r.excluded_skus, r.return_window_days, r.created_at
     FROM earn_rules r JOIN partners p ON p.id = r.partner_id
     WHERE r.partner_id = :partner_id AND p.program_id = :program_id
     ORDER BY r.version DESC

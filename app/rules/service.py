@@ -41,6 +41,7 @@ async def set_earn_rule(
         cashback_bps=req.cashback_bps,
         excluded_categories=req.excluded_categories,
         excluded_skus=req.excluded_skus,
+        return_window_days=req.return_window_days,
         api_key_id=principal.api_key_id,
     )
     if version is None:
@@ -63,6 +64,7 @@ async def earn_rules(
             cashback_bps=r.cashback_bps,
             excluded_categories=r.excluded_categories,
             excluded_skus=r.excluded_skus,
+            return_window_days=r.return_window_days,
             created_at=r.created_at,
         )
         for r in rows

@@ -79,6 +79,7 @@ async def test_balance(app: FastAPI, client: AsyncClient, operator: dict[str, st
         "points": 0,
         "cashback": 0,
         "held": {"points": 0, "cashback": 0},
+        "pending": {"points": 0, "cashback": 0},
         "total": {"points": 0, "cashback": 0},
         "debt": {"points": 0, "cashback": 0},
         "expiring": None,
