@@ -115,6 +115,7 @@ async def test_earn_rules_are_versioned_and_listed_newest_first(
         "cashback_bps": 500,
         "excluded_categories": ["tobacco", "gift_cards"],
         "excluded_skus": ["LOTTO"],
+        "return_window_days": 0,
     }
 
     changed = await new_rule(
@@ -125,6 +126,7 @@ async def test_earn_rules_are_versioned_and_listed_newest_first(
         cashback_bps=125,
         excluded_categories=["alcohol"],
         excluded_skus=[],
+        return_window_days=14,
     )
     assert changed == {
         **partner,
@@ -133,19 +135,22 @@ async def test_earn_rules_are_versioned_and_listed_newest_first(
         "earn_rule_version": 2,
         "excluded_categories": ["alcohol"],
         "excluded_skus": [],
+        "return_window_days": 14,
     }
-    # Defaults: no cashback, no exclusions.
+    # Defaults: no cashback, no exclusions, no return window.
     third = await new_rule(
         client, operator, partner["id"], earn_rate={"points": 2, "per_amount": 100}
     )
     assert (third["earn_rule_version"], third["cashback_bps"]) == (3, 0)
     assert (third["excluded_categories"], third["excluded_skus"]) == ([], [])
+    assert third["return_window_days"] == 0
 
     history = await rules_history(client, operator, partner["id"])
     assert [r["version"] for r in history] == [3, 2, 1]
     assert history[2] == v1
     assert history[1]["earn_rate"] == {"points": 3, "per_amount": 250}
     assert history[1]["excluded_categories"] == ["alcohol"]
+    assert history[1]["return_window_days"] == 14
     assert history[0]["earn_rate"] == {"points": 2, "per_amount": 100}
     assert history[0]["created_at"] >= history[1]["created_at"] >= history[2]["created_at"]
 
