@@ -7,6 +7,12 @@ class CardNotFound(AppError):
     title = "No such card"
 
 
+class ReferrerNotFound(AppError):
+    status = 422
+    code = "referrer_not_found"
+    title = "The referring card does not exist or is closed"
+
+
 class CardBlocked(AppError):
     status = 409
     code = "card_blocked"

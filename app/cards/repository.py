@@ -7,9 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 INSERT_CARD = text("""
     INSERT INTO cards (program_id, card_number, kind, customer_reference, birth_date, status,
-                       issued_by_partner_id)
+                       issued_by_partner_id, referred_by_card_id, referral_open)
     VALUES (:program_id, :card_number, :kind, :customer_reference, :birth_date, 'active',
-            :partner_id)
+            :partner_id, :referred_by, CAST(:referred_by AS bigint) IS NOT NULL)
     ON CONFLICT (program_id, card_number) DO NOTHING
     RETURNING id
 """)
@@ -26,6 +26,7 @@ GET_CARD = text("""
            c.created_at,
            c.closed_at,
            (SELECT r.card_number FROM cards r WHERE r.id = c.replaced_by_card_id) AS replaced_by,
+           (SELECT r.card_number FROM cards r WHERE r.id = c.referred_by_card_id) AS referred_by,
            max(a.balance) FILTER (WHERE a.asset = 'points') AS points,
            max(a.balance) FILTER (WHERE a.asset = 'cashback') AS cashback
     FROM cards c JOIN accounts a ON a.card_id = c.id
@@ -50,8 +51,10 @@ async def insert(
     customer_reference: str | None,
     birth_date: date | None = None,
     partner_id: uuid.UUID | None,
+    referred_by: int | None = None,
 ) -> int | None:
     params = {
+        "referred_by": referred_by,
         "program_id": program_id,
         "card_number": card_number,
         "kind": kind,

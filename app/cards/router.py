@@ -12,6 +12,7 @@ from app.cards.errors import (
     CardNumberTaken,
     CustomerReferenceMismatch,
     NotSameCustomer,
+    ReferrerNotFound,
     SameCard,
 )
 from app.cards.schemas import CardCreate, CardMerge, CardMerged, CardRead, CardReplace, CardReplaced
@@ -36,7 +37,12 @@ _AUTH = (Unauthorized, Forbidden)
     operation_id="issue_card",
     response_model=CardRead,
     responses=problem_responses(
-        *_AUTH, ValidationFailed, CustomerReferenceMismatch, CardNumberTaken, IdempotencyKeyReused
+        *_AUTH,
+        ValidationFailed,
+        CustomerReferenceMismatch,
+        ReferrerNotFound,
+        CardNumberTaken,
+        IdempotencyKeyReused,
     ),
 )
 async def issue_card(

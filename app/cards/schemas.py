@@ -27,6 +27,11 @@ class CardCreate(RequestModel):
     birth_date: date | None = Field(
         default=None, description="Personalized cards: the customer's, for birthday campaigns."
     )
+    referred_by: CardNumber | None = Field(
+        default=None,
+        description="The card of the customer who referred this one: a running referral "
+        "campaign rewards both at this card's first purchase.",
+    )
 
 
 class CardRead(ResponseModel):
@@ -35,6 +40,7 @@ class CardRead(ResponseModel):
     status: CardStatus
     customer_reference: str | None
     birth_date: date | None = None
+    referred_by: str | None = Field(default=None, description="The referring card's number.")
     points: int = Field(description="Points the card holds.")
     cashback: int = Field(description="Cashback the card holds, in minor units of `currency`.")
     currency: str

@@ -8,6 +8,7 @@ from app.cards.errors import (
     CardNotFound,
     CardNumberTaken,
     CustomerReferenceMismatch,
+    ReferrerNotFound,
 )
 from app.cards.numbers import generate_card_number
 from app.cards.schemas import CardCreate, CardRead
@@ -36,6 +37,7 @@ def _read(row: Row[tuple[object, ...]], currency: str, tier: CardTierRead | None
         created_at=m["created_at"],
         closed_at=m["closed_at"],
         replaced_by=m["replaced_by"],
+        referred_by=m["referred_by"],
         tier=tier,
     )
 
@@ -54,6 +56,12 @@ async def issue_card(
     if req.card_number is not None and not principal.is_operator:
         raise Forbidden("Only an operator key may choose a card number.")
 
+    referrer = None
+    if req.referred_by is not None:
+        found = await repository.get(conn, program.id, req.referred_by)
+        if found is None or found._mapping["status"] == CardStatus.CLOSED:
+            raise ReferrerNotFound(f"No open card {req.referred_by} to refer this one.")
+        referrer = int(str(found._mapping["id"]))
     card_id: int | None = None
     number = req.card_number
     for _ in range(1 if req.card_number else _GENERATION_ATTEMPTS):
@@ -68,6 +76,7 @@ async def issue_card(
             customer_reference=req.customer_reference,
             birth_date=req.birth_date,
             partner_id=principal.partner_id,
+            referred_by=referrer,
         )
         if card_id is not None:
             break

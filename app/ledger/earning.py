@@ -25,9 +25,9 @@ import asyncpg
 import orjson
 
 from app.ledger import hot_repository as repository
-from app.ledger.rules import Plan, add_campaign_bonus, add_tier_bonus
+from app.ledger.rules import Plan, add_campaign_bonus, add_referral_bonus, add_tier_bonus
 from app.programs.service import ProgramContext
-from app.rules.campaigns import Campaign, Purchase, bonus, capped, stamp
+from app.rules.campaigns import Campaign, Purchase, bonus, capped, in_scope, stamp
 from app.rules.tiers import Ladder, Tier
 
 
@@ -111,6 +111,22 @@ class Standing:
                 left = capped(campaign, campaign.bonus_points or 1, self.spent.get(campaign.id, 0))
                 if not left:
                     continue  # the budget is spent: the campaign stops applying
+                if campaign.kind == "referral":
+                    referrer = plan.referrer
+                    if (
+                        referrer is None
+                        or not in_scope(campaign, purchase)
+                        or purchase.last_purchase_at is not None
+                    ):
+                        continue
+                    wanted = campaign.bonus_points + (
+                        campaign.referrer_points if referrer.open else 0
+                    )
+                    total = capped(campaign, wanted, self.spent.get(campaign.id, 0))
+                    to_card = min(campaign.bonus_points, total)
+                    add_referral_bonus(plan, self.program, campaign, to_card, total - to_card)
+                    grants[campaign.id] = total
+                    continue
                 if campaign.kind == "stamps":
                     key = (campaign.id, plan.card_id)
                     before = self.stamps.get(key, 0)
@@ -176,7 +192,7 @@ async def load(
     stored = context[0]["campaigns"]
     campaigns = [Campaign.from_stored(c) for c in orjson.loads(stored)] if stored else []
     needs_cards = context[0]["ladder_version"] is not None or any(
-        c.kind in ("first_purchase", "win_back", "birthday") for c in campaigns
+        c.kind in ("first_purchase", "win_back", "birthday", "referral") for c in campaigns
     )
     ladder, standing = None, {}
     if needs_cards:

@@ -51,7 +51,7 @@ from app.ledger.rules import (
     plan_for,
 )
 from app.ledger.schemas import RedemptionCreate
-from app.models.enums import ApiKeyRole, Asset
+from app.models.enums import ApiKeyRole, Asset, TransactionType
 from app.pending.service import release_matured
 from app.programs.service import ProgramContext
 
@@ -184,7 +184,10 @@ async def _post_group(
             answers,
             postings.earnings,
             [(card, month, amount) for (card, month), amount in standing.spend.items()],
-            list(standing.tiers.items()),
+            [
+                (card, standing.tiers.get(card), card in postings.first_purchases)
+                for card in sorted(set(standing.tiers) | postings.first_purchases)
+            ],
             list(standing.grants.items()),
             [(campaign, card, n) for (campaign, card), n in standing.stamped.items()],
             [(card, day, amount) for (card, day), amount in postings.lots.items()],
@@ -337,6 +340,10 @@ class _Postings:
     """card points account id -> points gone to wait out a return window"""
     waiting: list[tuple[Any, ...]] = field(default_factory=list)
     """pending_points rows: (accrual id, card id, card account id, points, spendable_at)"""
+    first_purchases: set[int] = field(default_factory=set)
+    """Referred cards whose first purchase this group posts."""
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    """The program's time zone (the day points are earned on)."""
 
 
 def _apply(
@@ -347,8 +354,8 @@ def _apply(
     standing: Standing | None,
 ) -> _Postings:
     """Check each plan against its card's balance, in request order, and collect the writes."""
-    postings = _Postings()
     zone = ZoneInfo(program.timezone)
+    postings = _Postings(zone=zone)
     references: dict[tuple[Any, ...], uuid.UUID] = {}
     for state in planned:
         plan = state.plan
@@ -446,6 +453,10 @@ def _apply(
                 )
                 for r in plan.applied or []
             ]
+            if plan.referrer is not None:
+                postings.first_purchases.add(plan.card_id)
+            if plan.referral is not None:
+                _post_referral(postings, plan, balances, state.principal.api_key_id, occurred_at)
         card = {
             "points": balances[plan.card_accounts[Asset.POINTS]],
             "cashback": balances[plan.card_accounts[Asset.CASHBACK]],
@@ -455,6 +466,47 @@ def _apply(
         )
         state.outcome = accepted(status, answer, posted=transaction_id is not None)
     return postings
+
+
+def _post_referral(
+    postings: _Postings,
+    plan: Plan,
+    balances: dict[int, int],
+    api_key_id: uuid.UUID,
+    occurred_at: datetime,
+) -> None:
+    """The referrer's bonus for the first purchase of the card it referred: an award of its
+    own on the referring card (locked with the purchase's card, context statement)."""
+    referrer, bonus = plan.referrer, plan.referral
+    assert referrer is not None and bonus is not None
+    transaction_id = uuid7()
+    account = referrer.points_account
+    balances[account] += bonus.points
+    postings.balances[account] = balances[account]
+    postings.transactions.append(
+        (
+            transaction_id,
+            TransactionType.AWARD.value,
+            referrer.card_id,
+            bonus.partner_id,
+            api_key_id,
+            None,
+            None,
+            None,
+            f"referral: card {plan.intent.card_number} made its first purchase",
+            occurred_at,
+            None,
+        )
+    )
+    postings.entries += [
+        (transaction_id, account, Asset.POINTS.value, bonus.points),
+        (transaction_id, bonus.funder, Asset.POINTS.value, -bonus.points),
+    ]
+    postings.earnings.append(
+        (transaction_id, "campaign", bonus.campaign_code, bonus.campaign_version, bonus.points, 0)
+    )
+    day = (referrer.card_id, occurred_at.astimezone(postings.zone).date())
+    postings.lots[day] = postings.lots.get(day, 0) + bonus.points
 
 
 def _not_posted_if_atomic(state: _State) -> Outcome:

@@ -38,7 +38,9 @@ ANSWERS = """
 
 # Everything the rules need for each posting, one row per request, and the only locks a
 # posting takes: the accounts of the cards involved, in id order (so two groups never wait on
-# each other in a cycle). System accounts are never locked. FOR NO KEY UPDATE returns the
+# each other in a cycle). System accounts are never locked. A referred card's postings lock its
+# referrer's accounts too, until its first purchase (`referral_open`): a referral campaign
+# credits the referrer then (app/ledger/earning.py). FOR NO KEY UPDATE returns the
 # newest committed balances after any wait; `locked_count` makes sure every lock is taken.
 # `card_has_holds` (from the locked rows, so current) says whether the card's holds need a look:
 # lapsed ones are released before the card's postings are checked (app/holds/expiry.py).
@@ -47,12 +49,17 @@ ANSWERS = """
 # program's time zone, $8) has its due points expired next (app/expiry/service.py). Lots and
 # pending points only change under the card's lock, which this statement holds by then.
 CONTEXT_AND_LOCK = """
-    WITH locked AS (
-        SELECT a.id, a.balance, a.held, a.pending, a.closed_at
-        FROM accounts a JOIN cards c ON c.id = a.card_id
-        WHERE c.program_id = $7 AND c.card_number = ANY($2::text[])
+    WITH wanted AS (
+        SELECT c.id FROM cards c WHERE c.program_id = $7 AND c.card_number = ANY($2::text[])
+        UNION
+        SELECT c.referred_by_card_id FROM cards c
+        WHERE c.program_id = $7 AND c.card_number = ANY($2::text[]) AND c.referral_open
+    ),
+    locked AS (
+        SELECT a.id, a.balance, a.held, a.pending, a.closed_at FROM accounts a
+        WHERE a.card_id IN (SELECT id FROM wanted)
         ORDER BY a.id
-        FOR NO KEY UPDATE OF a
+        FOR NO KEY UPDATE
     )
     SELECT r.idx,
            c.id AS card_id, c.status AS card_status,
@@ -70,6 +77,9 @@ CONTEXT_AND_LOCK = """
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
            p.earn_rule_version, p.excluded_categories, p.excluded_skus,
            p.can_earn, p.can_redeem, p.return_window_days,
+           rc.id AS referrer_card_id, rc.card_number AS referrer_card_number,
+           rp.id AS referrer_points_account, lr.balance AS referrer_points,
+           (rc.status = 'active' AND lr.closed_at IS NULL) AS referrer_open,
            (SELECT max(version) FROM tier_ladders WHERE program_id = $7) AS ladder_version,
            CASE WHEN r.idx = 0 THEN (  -- the active campaigns, once per group
                SELECT json_agg(json_build_object(
@@ -78,7 +88,8 @@ CONTEXT_AND_LOCK = """
                    'quiet_days', k.quiet_days, 'stamps_needed', k.stamps_needed,
                    'min_amount', k.min_amount, 'window_days', k.window_days,
                    'partner_id', k.partner_id, 'categories', k.categories, 'tiers', k.tiers,
-                   'funded_by', k.funded_by, 'budget_points', k.budget_points))::text
+                   'funded_by', k.funded_by, 'budget_points', k.budget_points,
+                   'referrer_points', k.referrer_points))::text
                FROM campaigns k
                WHERE k.program_id = $7 AND k.starts_at <= now() AND k.ends_at > now()
            ) END AS campaigns,
@@ -93,6 +104,9 @@ CONTEXT_AND_LOCK = """
     LEFT JOIN accounts cc ON cc.card_id = c.id AND cc.asset = 'cashback'
     LEFT JOIN locked lp ON lp.id = cp.id
     LEFT JOIN locked lc ON lc.id = cc.id
+    LEFT JOIN cards rc ON rc.id = c.referred_by_card_id AND c.referral_open
+    LEFT JOIN accounts rp ON rp.card_id = rc.id AND rp.asset = 'points'
+    LEFT JOIN locked lr ON lr.id = rp.id
     LEFT JOIN partners p ON p.program_id = $7 AND p.id = r.partner_id
     LEFT JOIN accounts pp
            ON pp.partner_id = p.id AND pp.kind = r.counter_kind AND pp.asset = 'points'
@@ -150,9 +164,12 @@ WRITE = """
         SELECT * FROM unnest($29::bigint[], $30::date[], $31::bigint[])
         ON CONFLICT (card_id, month) DO UPDATE SET amount = card_spend.amount + EXCLUDED.amount
     ),
-    tiers AS (
-        UPDATE cards c SET tier = v.tier, tier_since = now()
-        FROM unnest($32::bigint[], $33::text[]) AS v(id, tier)
+    moved AS (
+        -- Tier moves, and referred cards' first purchases (no referrer lock any more).
+        UPDATE cards c SET tier = coalesce(v.tier, c.tier),
+                           tier_since = CASE WHEN v.tier IS NULL THEN c.tier_since ELSE now() END,
+                           referral_open = c.referral_open AND NOT v.first_purchase
+        FROM unnest($32::bigint[], $33::text[], $49::bool[]) AS v(id, tier, first_purchase)
         WHERE c.id = v.id
     ),
     granted AS (
@@ -350,6 +367,8 @@ async def context_and_lock(
         if r["card_points_account"] is not None:
             balances[r["card_points_account"]] = r["card_points"]
             balances[r["card_cashback_account"]] = r["card_cashback"]
+        if r["referrer_points"] is not None:
+            balances[r["referrer_points_account"]] = r["referrer_points"]
     return context, balances, result[0]["now"]
 
 
@@ -362,7 +381,7 @@ async def write(
     stored_answers: list[tuple[uuid.UUID, str, int, bytes]],
     earnings: list[tuple[Any, ...]],
     spend: list[tuple[int, date, int]],
-    tiers: list[tuple[int, str]],
+    cards: list[tuple[int, str | None, bool]],
     grants: list[tuple[uuid.UUID, int]],
     stamps: list[tuple[uuid.UUID, int, int]],
     lots: list[tuple[int, date, int]],
@@ -370,7 +389,8 @@ async def write(
     pending: dict[int, int],
     waiting: list[tuple[uuid.UUID, int, int, int, datetime]],
 ) -> int:
-    """Returns how many of the campaigns in `grants` were still running. `balances`: card
+    """Returns how many of the campaigns in `grants` were still running. `cards`: (card id, new
+    tier or None, whether a referred card made its first purchase). `balances`: card
     account id -> new balance; `pending`: card account id -> change of its pending points
     (every such account is in `balances` too)."""
 
@@ -388,12 +408,13 @@ async def write(
         [t[10] for t in transactions],
         *cols(earnings, 6),
         *cols(spend, 3),
-        *cols(tiers, 2),
+        *cols([c[:2] for c in cards], 2),
         *cols(grants, 2),
         *cols(stamps, 3),
         *cols(lots, 3),
         expiry_months,
         [pending.get(account, 0) for account in balances],
         *cols(waiting, 5),
+        [c[2] for c in cards],
     )
     return granted

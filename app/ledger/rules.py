@@ -80,6 +80,30 @@ class Plan:
     pending: int = 0
     """Points of this purchase that wait in the pending account (defer_points)."""
     spendable_at: datetime | None = None
+    referrer: "Referrer | None" = None
+    """Purchases of a referred card that has made none yet: the referring card (locked)."""
+    referral: "ReferralBonus | None" = None
+    """What a referral campaign gives the referrer for this purchase (posted apart)."""
+
+
+@dataclass(frozen=True)
+class Referrer:
+    card_id: int
+    card_number: str
+    points_account: int
+    open: bool
+    """False: the referring card is blocked or closed, and earns nothing."""
+
+
+@dataclass(frozen=True)
+class ReferralBonus:
+    campaign_code: str
+    campaign_version: int
+    points: int
+    funder: int
+    """The account that pays it: the operator's issued points, or the campaign's partner's."""
+    partner_id: uuid.UUID | None
+    """The partner, when it pays."""
 
 
 def card_closed(replaced_by: str | None) -> CardClosed:
@@ -197,6 +221,24 @@ def add_tier_bonus(plan: Plan, program: ProgramContext, ladder: Ladder, tier: Ti
     )
 
 
+def add_referral_bonus(
+    plan: Plan, program: ProgramContext, campaign: Campaign, to_card: int, to_referrer: int
+) -> None:
+    """A referral campaign: the referred card's bonus is part of its purchase; the
+    referrer's is posted as an award of its own on the referring card (engine.py), so that
+    corrections of the purchase, which lock only its card, never touch the referrer."""
+    if to_card:
+        add_campaign_bonus(plan, program, campaign, to_card)
+    if to_referrer:
+        assert plan.partner_counters is not None
+        partner = campaign.partner_id if campaign.funded_by == "partner" else None
+        if partner is not None:
+            funder = plan.partner_counters[0]
+        else:
+            funder = program.operator_account(AccountKind.OPERATOR_ISSUED, Asset.POINTS)
+        plan.referral = ReferralBonus(campaign.code, campaign.version, to_referrer, funder, partner)
+
+
 def add_campaign_bonus(
     plan: Plan, program: ProgramContext, campaign: Campaign, points: int
 ) -> None:
@@ -282,6 +324,13 @@ def plan_for(
         earned = earn_for_purchase(plan.eligible, rates)
         plan.partner_counters = (ctx["counter_points_account"], ctx["counter_cashback_account"])
         plan.return_window_days = ctx["return_window_days"]
+        if ctx["referrer_card_id"] is not None and ctx["referrer_points"] is not None:
+            plan.referrer = Referrer(
+                ctx["referrer_card_id"],
+                ctx["referrer_card_number"],
+                ctx["referrer_points_account"],
+                bool(ctx["referrer_open"]),
+            )
         plan.basket = {
             "amount": request.amount,
             "lines": lines,

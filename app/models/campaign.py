@@ -26,7 +26,12 @@ class Campaign(Base):
 
     __tablename__ = "campaigns"
     __table_args__ = (
-        CheckConstraint("kind IN ('multiplier', 'first_purchase', 'win_back')", name="kind_known"),
+        CheckConstraint(
+            "kind IN ('multiplier', 'first_purchase', 'win_back', 'stamps', 'birthday', "
+            "'referral')",
+            name="kind_known",
+        ),
+        CheckConstraint("referrer_points >= 0", name="referrer_points_non_negative"),
         CheckConstraint(
             "(kind = 'win_back') = (quiet_days IS NOT NULL)", name="quiet_days_iff_win_back"
         ),
@@ -78,6 +83,8 @@ class Campaign(Base):
     """Only cards in these tiers (NULL: any)."""
     funded_by: Mapped[str] = mapped_column(String(16))
     budget_points: Mapped[int | None] = mapped_column(BigInteger)
+    referrer_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """Referral campaigns: the referrer's bonus (`bonus_points` go to the new card)."""
     spent_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id"))

@@ -3,6 +3,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -10,6 +11,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -34,6 +36,11 @@ class Card(Base):
         CheckConstraint(
             "birth_date IS NULL OR kind = 'personalized'", name="birth_date_personalized"
         ),
+        CheckConstraint(
+            "NOT referral_open OR referred_by_card_id IS NOT NULL",
+            name="referral_open_needs_referrer",
+        ),
+        CheckConstraint("referred_by_card_id <> id", name="not_referred_by_itself"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -53,6 +60,11 @@ class Card(Base):
     before the card's first purchase). Up at once when a purchase crosses a threshold; down
     only by `loyalty-ledger tiers`."""
     tier_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    referred_by_card_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("cards.id"))
+    """The card whose customer brought this one (referral campaigns)."""
+    referral_open: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    """Referred, and no purchase yet: the card's postings also lock the referrer's accounts
+    (its first purchase may credit the referrer). Cleared by the first purchase."""
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()

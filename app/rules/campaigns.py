@@ -43,6 +43,7 @@ class Campaign:
     tiers: frozenset[str] | None
     funded_by: str
     budget_points: int | None
+    referrer_points: int = 0
 
     @classmethod
     def from_stored(cls, row: dict[str, Any]) -> "Campaign":
@@ -63,6 +64,7 @@ class Campaign:
             tiers=frozenset(tiers) if tiers is not None else None,
             funded_by=row["funded_by"],
             budget_points=row["budget_points"],
+            referrer_points=row.get("referrer_points", 0),
         )
 
 

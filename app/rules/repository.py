@@ -182,17 +182,17 @@ async def add_spend(conn: AsyncConnection, card_id: int, at: object, amount: int
 CAMPAIGN_COLUMNS = """
     id, code, name, kind, points_pct, bonus_points, quiet_days, stamps_needed, min_amount,
     window_days, starts_at, ends_at, partner_id, categories, tiers, funded_by, budget_points,
-    spent_points, version, created_at
+    referrer_points, spent_points, version, created_at
 """
 
 INSERT_CAMPAIGN = text(f"""
     INSERT INTO campaigns (id, program_id, code, name, kind, points_pct, bonus_points,
                            quiet_days, stamps_needed, min_amount, window_days, starts_at,
                            ends_at, partner_id, categories, tiers, funded_by, budget_points,
-                           api_key_id)
+                           referrer_points, api_key_id)
     VALUES (:id, :program_id, :code, :name, :kind, :points_pct, :bonus_points, :quiet_days,
             :stamps_needed, :min_amount, :window_days, :starts_at, :ends_at, :partner_id,
-            :categories, :tiers, :funded_by, :budget_points, :api_key_id)
+            :categories, :tiers, :funded_by, :budget_points, :referrer_points, :api_key_id)
     ON CONFLICT (program_id, code) DO NOTHING
     RETURNING {CAMPAIGN_COLUMNS}
 """)

@@ -87,7 +87,7 @@ class CampaignCreate(RequestModel):
 
     code: CampaignCode
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    kind: Literal["multiplier", "first_purchase", "win_back", "stamps", "birthday"]
+    kind: Literal["multiplier", "first_purchase", "win_back", "stamps", "birthday", "referral"]
     points_pct: Annotated[int, Field(strict=True, ge=0, le=1_000)] = Field(
         default=0,
         description="multiplier: extra points in percent of what the partner's rule grants "
@@ -96,7 +96,13 @@ class CampaignCreate(RequestModel):
     bonus_points: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)] = Field(
         default=0,
         description="first_purchase, win_back: points on the card's first purchase, or on the "
-        "first after `quiet_days` without one.",
+        "first after `quiet_days` without one. referral: the referred card's bonus on its "
+        "first purchase.",
+    )
+    referrer_points: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)] = Field(
+        default=0,
+        description="referral: the referring card's bonus when the card it referred makes its "
+        "first purchase (in a separate award transaction on the referring card).",
     )
     quiet_days: Annotated[int, Field(strict=True, ge=1, le=3_650)] | None = Field(
         default=None, description="win_back: days without a purchase that make a card quiet."
@@ -150,6 +156,13 @@ class CampaignCreate(RequestModel):
             raise ValueError("starts_at must be before ends_at")
         if self.kind == "multiplier" and (self.points_pct == 0 or self.bonus_points):
             raise ValueError("a multiplier needs points_pct > 0 and no bonus_points")
+        if self.kind == "referral":
+            if self.points_pct or not (self.bonus_points or self.referrer_points):
+                raise ValueError("a referral needs bonus_points or referrer_points, no points_pct")
+            if self.categories is not None:
+                raise ValueError("categories apply to multipliers only")
+        elif self.referrer_points:
+            raise ValueError("referrer_points is for referral campaigns")
         fixed = self.kind in ("first_purchase", "win_back", "stamps", "birthday")
         if fixed and (self.bonus_points == 0 or self.points_pct):
             raise ValueError(f"a {self.kind} campaign needs bonus_points > 0, no points_pct")
@@ -186,6 +199,7 @@ class CampaignRead(ResponseModel):
     tiers: list[str] | None
     funded_by: str
     budget_points: int | None
+    referrer_points: int
     spent_points: int = Field(description="Bonus points granted so far.")
     version: int
     created_at: datetime

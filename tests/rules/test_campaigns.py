@@ -223,7 +223,8 @@ _CAMPAIGN_CHECKS = {
         WHERE e.rule = 'campaign'
           AND (e.rule_version NOT BETWEEN 1 AND k.version OR e.points < 0
                OR (e.points = 0 AND k.kind IN ('multiplier', 'first_purchase'))
-               OR e.cashback <> 0 OR t.type <> 'accrual')
+               OR e.cashback <> 0
+               OR (t.type <> 'accrual' AND NOT (t.type = 'award' AND k.kind = 'referral')))
     """,
     "campaign bonuses of a partner's campaign on purchases at another partner": """
         SELECT t.id, k.code FROM earnings e JOIN transactions t ON t.id = e.transaction_id
@@ -233,7 +234,8 @@ _CAMPAIGN_CHECKS = {
     "cards with more than one bonus of a first-purchase campaign": """
         SELECT t.card_id, k.code, count(*) FROM earnings e
         JOIN transactions t ON t.id = e.transaction_id JOIN campaigns k ON k.code = e.rule_ref
-        WHERE e.rule = 'campaign' AND k.kind = 'first_purchase'
+        WHERE e.rule = 'campaign' AND k.kind IN ('first_purchase', 'referral')
+          AND t.type = 'accrual'
         GROUP BY t.card_id, k.code HAVING count(*) > 1
     """,
 }
