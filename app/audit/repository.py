@@ -72,6 +72,30 @@ HOLD_MISMATCHES = text("""
 """)
 
 
+# Pending points, two ways: each card points account's `pending` is what its purchases still
+# have waiting, and the operator_pending account holds exactly what all of them have waiting.
+PENDING_MISMATCHES = text("""
+    SELECT c.card_number, a.pending AS stored, coalesce(sum(w.remaining), 0) AS from_purchases
+    FROM accounts a
+    JOIN cards c ON c.id = a.card_id
+    LEFT JOIN pending_points w ON w.account_id = a.id AND w.released_by IS NULL
+    WHERE a.program_id = :program_id AND a.kind = 'card' AND a.asset = 'points'
+    GROUP BY c.card_number, a.id
+    HAVING a.pending <> coalesce(sum(w.remaining), 0)
+    UNION ALL
+    SELECT NULL,
+           (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id),
+           (SELECT coalesce(sum(w.remaining), 0) FROM pending_points w
+             WHERE w.program_id = a.program_id AND w.released_by IS NULL)
+    FROM accounts a
+    WHERE a.program_id = :program_id AND a.kind = 'operator_pending' AND a.asset = 'points'
+      AND (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id)
+       <> (SELECT coalesce(sum(w.remaining), 0) FROM pending_points w
+            WHERE w.program_id = a.program_id AND w.released_by IS NULL)
+    LIMIT :limit
+""")
+
+
 async def fetch(
     conn: AsyncConnection, statement: TextClause, program_id: int, limit: int = 100
 ) -> list[Row[tuple[object, ...]]]:

@@ -32,6 +32,14 @@ class HoldMismatch(ResponseModel):
     from_holds: int = Field(description="What the open holds reserve.")
 
 
+class PendingMismatch(ResponseModel):
+    card_number: str | None = Field(description="Null: the program's operator_pending account.")
+    stored: int = Field(
+        description="The card points account's `pending`, or the pending account's entries."
+    )
+    from_purchases: int = Field(description="What the purchases still have waiting.")
+
+
 class AuditReport(ResponseModel):
     """The ledger's promises, checked against one consistent snapshot. Lists stop at 100."""
 
@@ -49,4 +57,8 @@ class AuditReport(ResponseModel):
     )
     hold_mismatches: list[HoldMismatch] = Field(
         description="What is on hold, by the holds, disagrees with the accounts."
+    )
+    pending_mismatches: list[PendingMismatch] = Field(
+        description="Points pending (a return window), by the purchases, disagree with the "
+        "accounts."
     )

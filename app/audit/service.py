@@ -10,6 +10,7 @@ from app.audit.schemas import (
     AuditReport,
     CardBalanceMismatch,
     HoldMismatch,
+    PendingMismatch,
     ThinTransaction,
     UnbalancedTransaction,
 )
@@ -25,9 +26,10 @@ async def audit(engine: AsyncEngine, program_id: int) -> AuditReport:
             thin = await repository.fetch(conn, repository.TOO_FEW_ENTRIES, program_id)
             cards = await repository.fetch(conn, repository.CARD_BALANCE_MISMATCHES, program_id)
             holds = await repository.fetch(conn, repository.HOLD_MISMATCHES, program_id)
+            pending = await repository.fetch(conn, repository.PENDING_MISMATCHES, program_id)
     asset_totals = {row.asset: int(row.total) for row in totals}
     report = AuditReport(
-        ok=not (unbalanced or thin or cards or holds or any(asset_totals.values())),
+        ok=not (unbalanced or thin or cards or holds or pending or any(asset_totals.values())),
         as_of=counts.as_of,
         transactions=counts.transactions,
         entries=counts.entries,
@@ -36,5 +38,6 @@ async def audit(engine: AsyncEngine, program_id: int) -> AuditReport:
         transactions_with_fewer_than_two_entries=[ThinTransaction(**r._mapping) for r in thin],
         card_balance_mismatches=[CardBalanceMismatch(**r._mapping) for r in cards],
         hold_mismatches=[HoldMismatch(**r._mapping) for r in holds],
+        pending_mismatches=[PendingMismatch(**r._mapping) for r in pending],
     )
     return report

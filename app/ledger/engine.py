@@ -190,7 +190,7 @@ async def _post_group(
             ],
             list(standing.grants.items()),
             [(campaign, card, n) for (campaign, card), n in standing.stamped.items()],
-            [(card, day, amount) for (card, day), amount in postings.lots.items()],
+            [(card, day, amount, starts) for (card, day, starts), amount in postings.lots.items()],
             settings.points_expiry_months,
             postings.pending,
             postings.waiting,
@@ -334,8 +334,8 @@ class _Postings:
     transactions: list[tuple[Any, ...]] = field(default_factory=list)
     entries: list[tuple[uuid.UUID, int, str, int]] = field(default_factory=list)
     earnings: list[tuple[Any, ...]] = field(default_factory=list)
-    lots: dict[tuple[int, date], int] = field(default_factory=dict)
-    """(card id, day earned in the program's time zone) -> points earned"""
+    lots: dict[tuple[int, date, date], int] = field(default_factory=dict)
+    """(card id, day earned, day spendable, in the program's time zone) -> points earned"""
     pending: dict[int, int] = field(default_factory=dict)
     """card points account id -> points gone to wait out a return window"""
     waiting: list[tuple[Any, ...]] = field(default_factory=list)
@@ -440,7 +440,11 @@ def _apply(
                 amt for a, asset, amt in card_legs if asset == Asset.POINTS and amt > 0
             )
             if earned_points:
-                lot = (plan.card_id, occurred_at.astimezone(zone).date())
+                earned_on = occurred_at.astimezone(zone).date()
+                # Points that wait out a return window start their life when they can be spent.
+                spendable = plan.spendable_at
+                starts_on = spendable.astimezone(zone).date() if spendable else earned_on
+                lot = (plan.card_id, earned_on, starts_on)
                 postings.lots[lot] = postings.lots.get(lot, 0) + earned_points
             postings.earnings += [
                 (
@@ -505,8 +509,9 @@ def _post_referral(
     postings.earnings.append(
         (transaction_id, "campaign", bonus.campaign_code, bonus.campaign_version, bonus.points, 0)
     )
-    day = (referrer.card_id, occurred_at.astimezone(postings.zone).date())
-    postings.lots[day] = postings.lots.get(day, 0) + bonus.points
+    day = occurred_at.astimezone(postings.zone).date()
+    lot = (referrer.card_id, day, day)
+    postings.lots[lot] = postings.lots.get(lot, 0) + bonus.points
 
 
 def _not_posted_if_atomic(state: _State) -> Outcome:

@@ -187,13 +187,16 @@ WRITE = """
     ),
     lots AS (
         -- What cards earned, per day: the lots expiry counts down ($42: the program's
-        -- expiry in months, 0 for never).
+        -- expiry in months, 0 for never), from the day the points became spendable
+        -- (`starts_on`: later than the day earned for points that waited out a return window).
         INSERT INTO point_lots (card_id, expires_on, earned_on, amount)
         SELECT v.card_id,
-               CASE WHEN $42::int > 0 THEN (v.earned_on + make_interval(months => $42))::date
+               CASE WHEN $42::int > 0 THEN (v.starts_on + make_interval(months => $42))::date
                     ELSE 'infinity'::date END,
-               v.earned_on, v.amount
-        FROM unnest($39::bigint[], $40::date[], $41::bigint[]) AS v(card_id, earned_on, amount)
+               v.earned_on, sum(v.amount)
+        FROM unnest($39::bigint[], $40::date[], $41::bigint[], $50::date[])
+             AS v(card_id, earned_on, amount, starts_on)
+        GROUP BY 1, 2, 3
         ON CONFLICT (card_id, expires_on, earned_on)
         DO UPDATE SET amount = point_lots.amount + EXCLUDED.amount
     ),
@@ -384,7 +387,7 @@ async def write(
     cards: list[tuple[int, str | None, bool]],
     grants: list[tuple[uuid.UUID, int]],
     stamps: list[tuple[uuid.UUID, int, int]],
-    lots: list[tuple[int, date, int]],
+    lots: list[tuple[int, date, int, date]],
     expiry_months: int,
     pending: dict[int, int],
     waiting: list[tuple[uuid.UUID, int, int, int, datetime]],
@@ -411,10 +414,11 @@ async def write(
         *cols([c[:2] for c in cards], 2),
         *cols(grants, 2),
         *cols(stamps, 3),
-        *cols(lots, 3),
+        *cols([lot[:3] for lot in lots], 3),
         expiry_months,
         [pending.get(account, 0) for account in balances],
         *cols(waiting, 5),
         [c[2] for c in cards],
+        [lot[3] for lot in lots],
     )
     return granted
