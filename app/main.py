@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.agreements.router import router as agreements_router
 from app.audit.router import router as audit_router
 from app.auth.router import router as api_keys_router
 from app.batches.router import router as batches_router
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         health_router,
         api_keys_router,
         partners_router,
+        agreements_router,
         rules_router,
         cards_router,
         ledger_router,

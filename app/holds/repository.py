@@ -58,9 +58,16 @@ WRITE = """
     ),
     posted AS (
         INSERT INTO transactions (id, program_id, type, card_id, partner_id, api_key_id,
-                                  reference, description, corrects_id, occurred_at)
+                                  reference, description, corrects_id, occurred_at,
+                                  points_price)
         SELECT t.id, $1, t.type, t.card_id, t.partner_id, t.api_key_id, t.reference,
-               t.description, t.corrects_id, now()
+               t.description, t.corrects_id, now(),
+               -- A capture of points at a partner: the reimbursement in force now.
+               CASE WHEN t.type = 'capture' AND t.partner_id IS NOT NULL
+                         AND (SELECT h.asset FROM holds h WHERE h.id = t.corrects_id) = 'points'
+               THEN (SELECT pr.reimbursement_per_1000 FROM partner_prices pr
+                     WHERE pr.partner_id = t.partner_id AND pr.effective_from <= now()
+                     ORDER BY pr.effective_from DESC LIMIT 1) END
         FROM unnest($5::uuid[], $6::text[], $7::bigint[], $8::uuid[], $9::uuid[], $10::text[],
                     $11::text[], $12::uuid[])
              AS t(id, type, card_id, partner_id, api_key_id, reference, description, corrects_id)

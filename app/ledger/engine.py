@@ -289,6 +289,7 @@ async def _plan(
                 intent.counter_kind.value,
                 intent.type.value,
                 intent.reference,
+                intent.occurred_at,
             )
         )
     context, balances, now = await repository.context_and_lock(
@@ -433,6 +434,7 @@ def _apply(
                     intent.description,
                     occurred_at,
                     plan.eligible,
+                    plan.points_price,
                 )
             )
             postings.entries += [(transaction_id, a, asset, amt) for a, asset, amt in plan.legs]
@@ -500,6 +502,7 @@ def _post_referral(
             f"referral: card {plan.intent.card_number} made its first purchase",
             occurred_at,
             None,
+            plan.points_price if bonus.partner_id is not None else None,
         )
     )
     postings.entries += [

@@ -77,6 +77,7 @@ CONTEXT_AND_LOCK = """
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
            p.earn_rule_version, p.excluded_categories, p.excluded_skus,
            p.can_earn, p.can_redeem, p.return_window_days,
+           price.issue_per_1000, price.reimbursement_per_1000,
            rc.id AS referrer_card_id, rc.card_number AS referrer_card_number,
            rp.id AS referrer_points_account, lr.balance AS referrer_points,
            (rc.status = 'active' AND lr.closed_at IS NULL) AS referrer_open,
@@ -97,8 +98,9 @@ CONTEXT_AND_LOCK = """
            coalesce(dp.id, dop.id) AS duplicate_id,
            (SELECT count(*) FROM locked) AS locked_count,
            now() AS now
-    FROM unnest($1::int[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[])
-         AS r(idx, card_number, partner_id, counter_kind, type, reference)
+    FROM unnest($1::int[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                $9::timestamptz[])
+         AS r(idx, card_number, partner_id, counter_kind, type, reference, occurred_at)
     LEFT JOIN cards c ON c.program_id = $7 AND c.card_number = r.card_number
     LEFT JOIN accounts cp ON cp.card_id = c.id AND cp.asset = 'points'
     LEFT JOIN accounts cc ON cc.card_id = c.id AND cc.asset = 'cashback'
@@ -108,6 +110,13 @@ CONTEXT_AND_LOCK = """
     LEFT JOIN accounts rp ON rp.card_id = rc.id AND rp.asset = 'points'
     LEFT JOIN locked lr ON lr.id = rp.id
     LEFT JOIN partners p ON p.program_id = $7 AND p.id = r.partner_id
+    LEFT JOIN LATERAL (
+        -- The partner's prices in force when the posting happened (an offline till's
+        -- purchase of yesterday is valued at yesterday's price).
+        SELECT pr.issue_per_1000, pr.reimbursement_per_1000 FROM partner_prices pr
+        WHERE pr.partner_id = p.id AND pr.effective_from <= coalesce(r.occurred_at, now())
+        ORDER BY pr.effective_from DESC LIMIT 1
+    ) price ON true
     LEFT JOIN accounts pp
            ON pp.partner_id = p.id AND pp.kind = r.counter_kind AND pp.asset = 'points'
     LEFT JOIN accounts pc
@@ -136,13 +145,15 @@ WRITE = """
     posted AS (
         INSERT INTO transactions
             (id, program_id, type, card_id, partner_id, api_key_id, reference,
-             purchase_amount, currency, description, occurred_at, eligible_amount)
+             purchase_amount, currency, description, occurred_at, eligible_amount, points_price)
         SELECT t.id, $3, t.type, t.card_id, t.partner_id, t.api_key_id, t.reference,
-               t.purchase_amount, t.currency, t.description, t.occurred_at, t.eligible_amount
+               t.purchase_amount, t.currency, t.description, t.occurred_at, t.eligible_amount,
+               t.points_price
         FROM unnest($4::uuid[], $5::text[], $6::bigint[], $7::uuid[], $8::uuid[], $9::text[],
-                    $10::bigint[], $11::text[], $12::text[], $13::timestamptz[], $22::bigint[])
+                    $10::bigint[], $11::text[], $12::text[], $13::timestamptz[], $22::bigint[],
+                    $51::bigint[])
              AS t(id, type, card_id, partner_id, api_key_id, reference, purchase_amount,
-                  currency, description, occurred_at, eligible_amount)
+                  currency, description, occurred_at, eligible_amount, points_price)
     ),
     legs AS (
         INSERT INTO entries (transaction_id, account_id, asset, amount)
@@ -360,10 +371,11 @@ async def successors(conn: asyncpg.Connection, card_ids: list[int]) -> dict[int,
 async def context_and_lock(
     conn: asyncpg.Connection, program_id: int, timezone: str, rows: list[tuple[Any, ...]]
 ) -> tuple[dict[int, dict[str, Any]], dict[int, int], datetime]:
-    """rows: (idx, card_number, partner_id, counter_kind, type, reference). Returns the
+    """rows: (idx, card_number, partner_id, counter_kind, type, reference, occurred_at).
+    Returns the
     context by idx, the locked card balances by account id, and the transaction's time."""
     columns = list(zip(*rows, strict=True))
-    result = await conn.fetch(CONTEXT_AND_LOCK, *columns, program_id, timezone)
+    result = await conn.fetch(CONTEXT_AND_LOCK, *columns[:6], program_id, timezone, columns[6])
     context = {r["idx"]: dict(r) for r in result}
     balances: dict[int, int] = {}
     for r in result:
@@ -420,5 +432,6 @@ async def write(
         *cols(waiting, 5),
         [c[2] for c in cards],
         [lot[3] for lot in lots],
+        [t[11] for t in transactions],
     )
     return granted

@@ -80,6 +80,9 @@ class Plan:
     pending: int = 0
     """Points of this purchase that wait in the pending account (defer_points)."""
     spendable_at: datetime | None = None
+    points_price: int | None = None
+    """The partner's price per 1,000 points in force: its issue price for a purchase, its
+    reimbursement for a redemption (none without a partner, or without prices)."""
     referrer: "Referrer | None" = None
     """Purchases of a referred card that has made none yet: the referring card (locked)."""
     referral: "ReferralBonus | None" = None
@@ -324,6 +327,7 @@ def plan_for(
         earned = earn_for_purchase(plan.eligible, rates)
         plan.partner_counters = (ctx["counter_points_account"], ctx["counter_cashback_account"])
         plan.return_window_days = ctx["return_window_days"]
+        plan.points_price = ctx["issue_per_1000"]
         if ctx["referrer_card_id"] is not None and ctx["referrer_points"] is not None:
             plan.referrer = Referrer(
                 ctx["referrer_card_id"],
@@ -362,6 +366,8 @@ def plan_for(
         else:
             counter = ctx["counter_cashback_account"]
         plan.legs = _pair(card_accounts[request.asset], counter, request.asset, -request.amount)
+        if intent.partner_id is not None and request.asset == Asset.POINTS:
+            plan.points_price = ctx["reimbursement_per_1000"]
     return plan
 
 

@@ -8,6 +8,7 @@ from app.models.card import Card, CardSpend
 from app.models.hold import Hold
 from app.models.idempotency import IdempotencyRecord
 from app.models.partner import EarnRule, Partner
+from app.models.partner_price import PartnerPrice
 from app.models.pending_point import PendingPoints
 from app.models.point_lot import PointLot
 from app.models.program import Program
@@ -29,6 +30,7 @@ __all__ = [
     "Hold",
     "IdempotencyRecord",
     "Partner",
+    "PartnerPrice",
     "PendingPoints",
     "PointLot",
     "Program",

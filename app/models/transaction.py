@@ -27,6 +27,7 @@ class Transaction(Base):
 
     __tablename__ = "transactions"
     __table_args__ = (
+        CheckConstraint("points_price >= 0", name="points_price_non_negative"),
         CheckConstraint(f"type IN ({sql_in(TransactionType)})", name="type_known"),
         CheckConstraint("purchase_amount > 0", name="purchase_amount_positive"),
         CheckConstraint(
@@ -95,6 +96,10 @@ class Transaction(Base):
     eligible_amount: Mapped[int | None] = mapped_column(BigInteger)
     """Accruals: what of the purchase earned, after excluded lines and the part paid with
     points or cashback. It is the card's qualifying spend for tiers."""
+    points_price: Mapped[int | None] = mapped_column(BigInteger)
+    """The price per 1,000 points (minor units) in force for `partner_id` when it happened:
+    its issue price for points it issued, its reimbursement for points it accepted. A
+    correction carries its original's. Statements value points with it, never today's."""
     description: Mapped[str | None] = mapped_column(String(500))
     corrects_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("transactions.id"))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
