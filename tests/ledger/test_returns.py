@@ -176,7 +176,8 @@ _CHECKS = {
             SELECT accrual_id, sum(amount) AS returned FROM purchase_returns GROUP BY accrual_id
         ), due AS (
             SELECT t.id, e.asset,
-                   CASE WHEN a.kind IN ('card', 'operator_pending') THEN 0 ELSE e.account_id END AS funder,
+                   CASE WHEN a.kind IN ('card', 'operator_pending') THEN 0
+                        ELSE e.account_id END AS funder,
                    t.purchase_amount AS purchase, r.returned,
                    sum(floor(abs(e.amount)::numeric * r.returned / t.purchase_amount)) AS due
             FROM transactions t JOIN returned r ON r.accrual_id = t.id
@@ -186,8 +187,10 @@ _CHECKS = {
             GROUP BY t.id, e.asset, 3, t.purchase_amount, r.returned
         ), taken AS (
             SELECT t.corrects_id AS id, e.asset,
-                   CASE WHEN a.kind IN ('card', 'operator_pending') THEN 0 ELSE e.account_id END AS funder,
-                   sum(CASE WHEN a.kind IN ('card', 'operator_pending') THEN -e.amount ELSE e.amount END) AS taken
+                   CASE WHEN a.kind IN ('card', 'operator_pending') THEN 0
+                        ELSE e.account_id END AS funder,
+                   sum(CASE WHEN a.kind IN ('card', 'operator_pending') THEN -e.amount
+                            ELSE e.amount END) AS taken
             FROM transactions t JOIN entries e ON e.transaction_id = t.id
             JOIN accounts a ON a.id = e.account_id
             WHERE t.type = 'refund' AND t.corrects_id IN (SELECT accrual_id FROM returned)
