@@ -171,6 +171,17 @@ def release_pending() -> None:
 
 
 @cli.command()
+def settle() -> None:
+    """Close the settlement periods that ended (SETTLEMENT_PERIOD): one statement per partner
+    with anything to settle. Closing again closes nothing new; safe while the service runs."""
+    from app.settlement.service import close_run
+
+    settings = get_settings()
+    made = _with_program(lambda engine, program: close_run(engine, program, settings))
+    typer.echo(f"{made} statements made")
+
+
+@cli.command()
 def expire() -> None:
     """Expire the points whose time ran out (POINTS_EXPIRY_MONTHS) and those of cards inactive
     too long (POINTS_INACTIVITY_MONTHS) into the breakage account. Safe to run twice, or

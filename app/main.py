@@ -34,6 +34,8 @@ from app.programs.service import ensure_program
 from app.reports.router import router as reports_router
 from app.rules.review import review
 from app.rules.router import router as rules_router
+from app.settlement.router import router as settlement_router
+from app.settlement.service import close_run
 
 
 def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> FastAPI:
@@ -66,6 +68,11 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
                 "cards' pending points released",
                 settings.pending_release_seconds,
                 lambda: release_run(engine, program),
+            ),
+            (
+                "settlement statements made",
+                settings.settlement_close_seconds,
+                lambda: close_run(engine, program, settings),
             ),
             (
                 "points expired",
@@ -122,6 +129,7 @@ def create_app(settings: Settings | None = None, *, hot_routes: bool = True) -> 
         api_keys_router,
         partners_router,
         agreements_router,
+        settlement_router,
         rules_router,
         cards_router,
         ledger_router,

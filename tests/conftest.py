@@ -93,6 +93,7 @@ def settings(database_url: str) -> Settings:
         idempotency_purge_seconds=0,
         expiry_run_seconds=0,
         pending_release_seconds=0,
+        settlement_close_seconds=0,
         _env_file=None,
     )
 

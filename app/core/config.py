@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,12 @@ class Settings(BaseSettings):
     # Every process releases pending points whose return window passed this often (0: never;
     # then run `loyalty-ledger release-pending`). They count as spendable at once anyway.
     pending_release_seconds: float = Field(default=300.0, ge=0)
+
+    # The settlement period, in the program's time zone (daily, weekly from Monday, monthly),
+    # and how often each process closes the periods that ended (0: never; then run
+    # `loyalty-ledger settle`, or POST /v1/settlements/close). Closing twice is harmless.
+    settlement_period: Literal["daily", "weekly", "monthly"] = "monthly"
+    settlement_close_seconds: float = Field(default=3600.0, ge=0)
 
     # Points expire this many months after the day they were earned (0: never). A change applies
     # to points earned from then on: each lot keeps the expiry it was earned with.

@@ -13,6 +13,13 @@ from app.models.pending_point import PendingPoints
 from app.models.point_lot import PointLot
 from app.models.program import Program
 from app.models.purchase_return import PurchaseReturn
+from app.models.settlement import (
+    Payment,
+    SettledTransaction,
+    SettlementPeriod,
+    Statement,
+    StatementLine,
+)
 from app.models.tier_ladder import TierLadder
 from app.models.transaction import Earning, Entry, Transaction
 
@@ -31,10 +38,15 @@ __all__ = [
     "IdempotencyRecord",
     "Partner",
     "PartnerPrice",
+    "Payment",
     "PendingPoints",
     "PointLot",
     "Program",
     "PurchaseReturn",
+    "SettledTransaction",
+    "SettlementPeriod",
+    "Statement",
+    "StatementLine",
     "TierLadder",
     "Transaction",
 ]

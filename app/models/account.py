@@ -15,7 +15,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, created_at_column
-from app.models.enums import AccountKind, Asset, sql_in
+from app.models.enums import MONEY, AccountKind, Asset, sql_in
 
 
 class Account(Base):
@@ -29,7 +29,7 @@ class Account(Base):
     __tablename__ = "accounts"
     __table_args__ = (
         CheckConstraint(f"kind IN ({sql_in(AccountKind)})", name="kind_known"),
-        CheckConstraint(f"asset IN ({sql_in(Asset)})", name="asset_known"),
+        CheckConstraint(f"asset IN ({sql_in(Asset)}, '{MONEY}')", name="asset_known"),
         CheckConstraint("(kind = 'card') = (card_id IS NOT NULL)", name="card_id_iff_card"),
         CheckConstraint(
             "(kind LIKE 'partner_%') = (partner_id IS NOT NULL)", name="partner_id_iff_partner"

@@ -12,6 +12,11 @@ class Asset(StrEnum):
     """Minor units (cents) of the program's currency."""
 
 
+MONEY = "money"
+"""The settlement's asset: minor units of the program currency owed between the operator and
+the partners. Not an `Asset`: no card ever holds it."""
+
+
 class AccountKind(StrEnum):
     """Whose account it is. Amounts are from the account holder's point of view:
     a positive entry increases what the holder has."""
@@ -32,6 +37,11 @@ class AccountKind(StrEnum):
     OPERATOR_PENDING = "operator_pending"
     """Points earned at a partner, waiting out its return window before the card can spend
     them. pending_points says whose they are; the card account's `pending` column counts them."""
+    PARTNER_SETTLEMENT = "partner_settlement"
+    """Money (asset `money`) between a partner and the operator: statements and payments. A
+    partner that owes the operator has a negative balance."""
+    OPERATOR_SETTLEMENT = "operator_settlement"
+    """The operator's side of every settlement posting."""
     OPERATOR_BREAKAGE = "operator_breakage"
     """Points that expired unspent (breakage): the operator's, no longer the card's."""
 
@@ -60,6 +70,10 @@ class TransactionType(StrEnum):
     MATURITY = "maturity"
     """Pending points of a purchase (`corrects_id`) became spendable: the partner's return
     window passed."""
+    STATEMENT = "statement"
+    """A closed period's net amount between a partner and the operator (asset `money`)."""
+    PAYMENT = "payment"
+    """Money received from or sent to a partner (asset `money`)."""
     EXPIRY = "expiry"
     """Points whose lots ran out of time (or a card inactive too long) left the card for the
     breakage account (app/expiry/)."""

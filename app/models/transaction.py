@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
-from app.models.enums import Asset, TransactionType, sql_in
+from app.models.enums import MONEY, Asset, TransactionType, sql_in
 
 
 class Transaction(Base):
@@ -118,7 +118,7 @@ class Entry(Base):
     __tablename__ = "entries"
     __table_args__ = (
         CheckConstraint("amount <> 0", name="amount_non_zero"),
-        CheckConstraint(f"asset IN ({sql_in(Asset)})", name="asset_known"),
+        CheckConstraint(f"asset IN ({sql_in(Asset)}, '{MONEY}')", name="asset_known"),
         ForeignKeyConstraint(
             ["account_id", "asset"],
             ["accounts.id", "accounts.asset"],

@@ -1,0 +1,1 @@
+"""Coalition settlement: periods, statements per partner, payments (service.py)."""

@@ -1,0 +1,45 @@
+"""Shared by the settlement tests: closing periods as if the clock were later (postings are
+always posted now, so a test closes the current period by closing "a month from now")."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from app.settlement.service import close
+
+
+def later(days: int) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+async def close_at(app: FastAPI, moment: datetime) -> list[Any]:
+    """Close what has ended by `moment`; the periods closed (start, end, statements)."""
+    async with app.state.engine.begin() as conn:
+        closed = await close(conn, app.state.program, app.state.settings, None, now=moment)
+    return [(p.period_start, p.period_end, p.statements) for p in closed.closed]
+
+
+async def statements_of(
+    client: AsyncClient, headers: dict[str, str], partner_id: str | None = None
+) -> list[dict[str, Any]]:
+    params = {"partner_id": partner_id} if partner_id else {}
+    r = await client.get("/v1/statements", params=params, headers=headers)
+    assert r.status_code == 200, r.text
+    found: list[dict[str, Any]] = r.json()
+    return found
+
+
+async def statement(client: AsyncClient, headers: dict[str, str], sid: str) -> dict[str, Any]:
+    r = await client.get(f"/v1/statements/{sid}", headers=headers)
+    assert r.status_code == 200, r.text
+    found: dict[str, Any] = r.json()
+    return found
+
+
+def lines(read: dict[str, Any]) -> list[tuple[str, bool, int | None, int, int, int]]:
+    return [
+        (x["kind"], x["late"], x["points_price"], x["postings"], x["quantity"], x["amount"])
+        for x in read["lines"]
+    ]
