@@ -12,7 +12,11 @@ RULES = text("""
            count(DISTINCT t.id) AS purchases,
            count(DISTINCT t.card_id) AS cards,
            sum(e.points) AS points,
-           sum(e.cashback) AS cashback
+           sum(e.cashback) AS cashback,
+           -- At the issue price each purchase recorded (per 1,000 points), rounded once per
+           -- rule, half away from zero.
+           round(sum(e.points::numeric * t.points_price) / 1000) AS points_value,
+           coalesce(sum(e.points) FILTER (WHERE t.points_price IS NULL), 0) AS unpriced_points
     FROM earnings e
     JOIN transactions t ON t.id = e.transaction_id
     LEFT JOIN partners p ON e.rule = 'base' AND p.id::text = e.rule_ref

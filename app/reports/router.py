@@ -40,5 +40,11 @@ async def report_rules(
         since=since,
         until=until,
         currency=program.currency,
-        rules=[RuleCost(**r._mapping) for r in rows],
+        rules=[
+            RuleCost(
+                **{**r._mapping, "points_value": int(r.points_value or 0)},
+                cost=int(r.points_value or 0) + int(r.cashback),
+            )
+            for r in rows
+        ],
     )

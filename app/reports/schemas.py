@@ -14,6 +14,12 @@ class RuleCost(ResponseModel):
     cards: int = Field(description="Distinct cards it reached.")
     points: int = Field(description="Points it granted.")
     cashback: int = Field(description="Cashback it granted, in minor units.")
+    points_value: int = Field(
+        description="The points' money value at the issue price each purchase recorded "
+        "(minor units); points earned where no price was set count nothing."
+    )
+    unpriced_points: int = Field(description="Points granted at a partner with no price set.")
+    cost: int = Field(description="What the rule gave away in money: points_value + cashback.")
 
 
 class RulesReport(ResponseModel):

@@ -116,3 +116,31 @@ async def test_the_report_is_the_operators(
     naive = {"since": "2026-01-01T00:00:00"}
     r = await client.get("/v1/reports/rules", params=naive, headers=operator)
     assert (r.status_code, r.json()["code"]) == (422, "validation_error")
+
+
+async def test_each_rule_is_valued_at_the_issue_price_its_purchases_recorded(
+    app: FastAPI, client: AsyncClient, operator: dict[str, str]
+) -> None:
+    from tests.agreements.test_prices import price_body, set_price
+
+    shop, till = await partner_with_key(app, client, operator, name="Shop")
+    plain, plain_till = await partner_with_key(app, client, operator, name="Unpriced")
+    card = (await issue_card(client, operator))["card_number"]
+    await set_price(client, operator, shop["id"], price_body(1_250, 900))
+    await _buy(client, till, card, 10_000)  # 100 points, 500 cashback at 1.25 cents a point
+    await set_price(client, operator, shop["id"], price_body(2_000, 900))
+    await _buy(client, till, card, 10_100)  # 101 points, 505 cashback at 2 cents
+    await _buy(client, plain_till, card, 10_000)
+
+    r = await client.get("/v1/reports/rules", headers=operator)
+    assert r.status_code == 200, r.text
+    by_ref = {row["rule_ref"]: row for row in r.json()["rules"]}
+    shop_row, plain_row = by_ref[shop["id"]], by_ref[plain["id"]]
+    # 100 * 1.25 + 101 * 2 = 327 cents: rounded once, over the rule's purchases.
+    assert (shop_row["points"], shop_row["points_value"], shop_row["unpriced_points"]) == (
+        201,
+        327,
+        0,
+    )
+    assert shop_row["cost"] == 327 + 1_005
+    assert (plain_row["points_value"], plain_row["unpriced_points"]) == (0, 100)
