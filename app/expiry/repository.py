@@ -4,6 +4,7 @@ its own database transaction, where only the driver connection exists).
 Every statement that reads lots to change them runs with the card's accounts locked: that lock
 orders expiry, postings, transfers and concurrent runs, so nothing expires twice."""
 
+import uuid
 from datetime import date, datetime
 
 import asyncpg
@@ -43,6 +44,12 @@ DUE_ON_CARDS = f"""
 DROP_SPENT = f"""
     DELETE FROM point_lots l USING unnest($1::bigint[]) AS v(card_id)
     WHERE l.card_id = v.card_id AND l.expires_on <= {_TODAY}
+"""
+
+# Which months' points each expiry took (breakage by cohort).
+EXPIRED_COHORTS = """
+    INSERT INTO expired_points (transaction_id, earned_month, points)
+    SELECT * FROM unnest($1::uuid[], $2::date[], $3::bigint[])
 """
 
 # Cards with lots due, a page at a time, in card id order after $3.
@@ -86,6 +93,13 @@ async def due_on_cards(
     conn: asyncpg.Connection, timezone: str, card_ids: list[int], inactive_since: datetime | None
 ) -> list[asyncpg.Record]:
     return list(await conn.fetch(DUE_ON_CARDS, card_ids, timezone, inactive_since))
+
+
+async def expired_cohorts(
+    conn: asyncpg.Connection, rows: list[tuple[uuid.UUID, date, int]]
+) -> None:
+    if rows:
+        await conn.execute(EXPIRED_COHORTS, *[list(c) for c in zip(*rows, strict=True)])
 
 
 async def drop_spent(conn: asyncpg.Connection, timezone: str, card_ids: list[int]) -> None:

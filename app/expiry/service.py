@@ -12,6 +12,7 @@ Running twice, or concurrently, expires nothing twice: what is due is computed u
 lock from its balance, and after an expiry nothing more is due.
 """
 
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -49,6 +50,7 @@ async def expire_due(
         return {}
     writes = postings.Writes()
     settled: list[int] = []
+    cohorts: list[tuple[uuid.UUID, date, int]] = []
     breakage = program.operator_account(AccountKind.OPERATOR_BREAKAGE, Asset.POINTS)
     for row in rows:
         lots = lots_of(row)
@@ -81,11 +83,34 @@ async def expire_due(
             (transaction_id, breakage, Asset.POINTS.value, amount),
         ]
         writes.move(row["account_id"], balance=-amount, held=0)
+        cohorts += [
+            (transaction_id, month, points)
+            for month, points in _cohorts(lots, row["balance"] + row["reserved"], amount, today)
+        ]
     if writes.transactions:
         await postings.write(conn, program.id, writes)
+        await repository.expired_cohorts(conn, cohorts)
     if settled:
         await repository.drop_spent(conn, program.timezone, settled)
     return {account: delta[0] for account, delta in writes.deltas.items()}
+
+
+def _cohorts(lots: list[Lot], total: int, amount: int, today: date) -> list[tuple[date, int]]:
+    """The months `amount` expiring points were earned in: the oldest parts the card covers,
+    first those whose day came (an inactive card's others after them). Points no lot
+    accounts for have no month."""
+    parts = list(reversed(covered(lots, total)))
+    parts.sort(key=lambda part: part[0].alive_on(today))  # stable: due ones first, oldest first
+    months: dict[date, int] = {}
+    left = amount
+    for lot, part in parts:
+        if left <= 0:
+            break
+        take = min(part, left)
+        month = lot.earned_on.replace(day=1)
+        months[month] = months.get(month, 0) + take
+        left -= take
+    return sorted(months.items())
 
 
 async def move_lots(

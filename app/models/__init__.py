@@ -10,7 +10,7 @@ from app.models.idempotency import IdempotencyRecord
 from app.models.partner import EarnRule, Partner
 from app.models.partner_price import PartnerPrice
 from app.models.pending_point import PendingPoints
-from app.models.point_lot import PointLot
+from app.models.point_lot import ExpiredPoints, PointLot
 from app.models.program import Program
 from app.models.purchase_return import PurchaseReturn
 from app.models.settlement import (
@@ -34,6 +34,7 @@ __all__ = [
     "EarnRule",
     "Earning",
     "Entry",
+    "ExpiredPoints",
     "Hold",
     "IdempotencyRecord",
     "Partner",

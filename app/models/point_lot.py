@@ -1,3 +1,4 @@
+import uuid
 from datetime import date
 
 from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, PrimaryKeyConstraint
@@ -24,3 +25,18 @@ class PointLot(Base):
     """The day the points expire, at its start, in the program's time zone; 'infinity': never."""
     earned_on: Mapped[date] = mapped_column(Date)
     amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class ExpiredPoints(Base):
+    """What one expiry transaction took, per month the points were earned in (their cohort):
+    the oldest lots it covered, first in, first out. Breakage by cohort reads it."""
+
+    __tablename__ = "expired_points"
+    __table_args__ = (CheckConstraint("points > 0", name="points_positive"),)
+
+    transaction_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("transactions.id", name="fk_expired_points_transaction"), primary_key=True
+    )
+    earned_month: Mapped[date] = mapped_column(Date, primary_key=True)
+    """The first day of the month."""
+    points: Mapped[int] = mapped_column(BigInteger)

@@ -17,6 +17,7 @@ pays the operator; negative, the operator pays the partner.
 
 from dataclasses import dataclass
 
+from app.core.money import divide_rounded, points_value
 from app.models.enums import AccountKind, Asset
 
 
@@ -56,14 +57,6 @@ class Line:
     """Money (minor units): positive, the partner owes it; negative, the operator does."""
 
 
-def divide_rounded(numerator: int, denominator: int) -> int:
-    """numerator / denominator to the nearest integer, halves away from zero."""
-    quotient, remainder = divmod(abs(numerator), denominator)
-    if 2 * remainder >= denominator:
-        quotient += 1
-    return quotient if numerator >= 0 else -quotient
-
-
 def line_for(movement: Movement, terms: Terms) -> Line:
     issued = movement.account_kind == AccountKind.PARTNER_ISSUED
     # Issued: the partner account went down by what its customers earned. Accepted: up by
@@ -72,7 +65,7 @@ def line_for(movement: Movement, terms: Terms) -> Line:
     side = "issued" if issued else "accepted"
     kind = f"{movement.asset}_{side}" + ("_corrected" if movement.correction else "")
     if movement.asset == Asset.POINTS:
-        value = divide_rounded(quantity * (movement.points_price or 0), 1000)
+        value = points_value(quantity, movement.points_price)
     elif issued and not terms.funds_cashback:
         value = 0
     else:
