@@ -435,6 +435,7 @@ def _apply(
                     occurred_at,
                     plan.eligible,
                     plan.points_price,
+                    plan.cashback_funded,
                 )
             )
             postings.entries += [(transaction_id, a, asset, amt) for a, asset, amt in plan.legs]
@@ -503,6 +504,7 @@ def _post_referral(
             occurred_at,
             None,
             plan.points_price if bonus.partner_id is not None else None,
+            None,
         )
     )
     postings.entries += [

@@ -77,7 +77,7 @@ CONTEXT_AND_LOCK = """
            p.id AS partner_id, p.earn_points, p.earn_per_amount, p.cashback_bps,
            p.earn_rule_version, p.excluded_categories, p.excluded_skus,
            p.can_earn, p.can_redeem, p.return_window_days,
-           price.issue_per_1000, price.reimbursement_per_1000,
+           price.issue_per_1000, price.reimbursement_per_1000, price.funds_cashback,
            rc.id AS referrer_card_id, rc.card_number AS referrer_card_number,
            rp.id AS referrer_points_account, lr.balance AS referrer_points,
            (rc.status = 'active' AND lr.closed_at IS NULL) AS referrer_open,
@@ -113,7 +113,8 @@ CONTEXT_AND_LOCK = """
     LEFT JOIN LATERAL (
         -- The partner's prices in force when the posting happened (an offline till's
         -- purchase of yesterday is valued at yesterday's price).
-        SELECT pr.issue_per_1000, pr.reimbursement_per_1000 FROM partner_prices pr
+        SELECT pr.issue_per_1000, pr.reimbursement_per_1000, pr.funds_cashback
+        FROM partner_prices pr
         WHERE pr.partner_id = p.id AND pr.effective_from <= coalesce(r.occurred_at, now())
         ORDER BY pr.effective_from DESC LIMIT 1
     ) price ON true
@@ -145,15 +146,17 @@ WRITE = """
     posted AS (
         INSERT INTO transactions
             (id, program_id, type, card_id, partner_id, api_key_id, reference,
-             purchase_amount, currency, description, occurred_at, eligible_amount, points_price)
+             purchase_amount, currency, description, occurred_at, eligible_amount, points_price,
+             cashback_funded)
         SELECT t.id, $3, t.type, t.card_id, t.partner_id, t.api_key_id, t.reference,
                t.purchase_amount, t.currency, t.description, t.occurred_at, t.eligible_amount,
-               t.points_price
+               t.points_price, t.cashback_funded
         FROM unnest($4::uuid[], $5::text[], $6::bigint[], $7::uuid[], $8::uuid[], $9::text[],
                     $10::bigint[], $11::text[], $12::text[], $13::timestamptz[], $22::bigint[],
-                    $51::bigint[])
+                    $51::bigint[], $52::bool[])
              AS t(id, type, card_id, partner_id, api_key_id, reference, purchase_amount,
-                  currency, description, occurred_at, eligible_amount, points_price)
+                  currency, description, occurred_at, eligible_amount, points_price,
+                  cashback_funded)
     ),
     legs AS (
         INSERT INTO entries (transaction_id, account_id, asset, amount)
@@ -433,5 +436,6 @@ async def write(
         [c[2] for c in cards],
         [lot[3] for lot in lots],
         [t[11] for t in transactions],
+        [t[12] for t in transactions],
     )
     return granted

@@ -199,12 +199,15 @@ WRITE_POSTING = text("""
     posted AS (
         INSERT INTO transactions (id, program_id, type, card_id, counterparty_card_id,
                                   partner_id, api_key_id, reference, description, corrects_id,
-                                  purchase_amount, currency, occurred_at, points_price)
+                                  purchase_amount, currency, occurred_at, points_price,
+                                  cashback_funded)
         VALUES (:id, :program_id, :type, :card_id, :counterparty_card_id, :partner_id,
                 :api_key_id, :reference, :description, :corrects_id, :purchase_amount,
                 :currency, now(),
                 -- A correction is valued at its original's price, whatever the price now.
                 (SELECT o.points_price FROM transactions o
+                 WHERE o.id = CAST(:corrects_id AS uuid)),
+                (SELECT o.cashback_funded FROM transactions o
                  WHERE o.id = CAST(:corrects_id AS uuid)))
         RETURNING posted_at
     ),

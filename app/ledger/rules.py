@@ -83,6 +83,8 @@ class Plan:
     points_price: int | None = None
     """The partner's price per 1,000 points in force: its issue price for a purchase, its
     reimbursement for a redemption (none without a partner, or without prices)."""
+    cashback_funded: bool | None = None
+    """Purchases at a partner with terms: whether it funds the cashback it grants."""
     referrer: "Referrer | None" = None
     """Purchases of a referred card that has made none yet: the referring card (locked)."""
     referral: "ReferralBonus | None" = None
@@ -328,6 +330,7 @@ def plan_for(
         plan.partner_counters = (ctx["counter_points_account"], ctx["counter_cashback_account"])
         plan.return_window_days = ctx["return_window_days"]
         plan.points_price = ctx["issue_per_1000"]
+        plan.cashback_funded = ctx["funds_cashback"]
         if ctx["referrer_card_id"] is not None and ctx["referrer_points"] is not None:
             plan.referrer = Referrer(
                 ctx["referrer_card_id"],

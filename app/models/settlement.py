@@ -72,7 +72,7 @@ class StatementLine(Base):
         ForeignKey("statements.id", name="fk_statement_lines_statement_id"), primary_key=True
     )
     line_no: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(48))
     late: Mapped[bool] = mapped_column(Boolean)
     """Postings of an earlier period that arrived after it closed."""
     points_price: Mapped[int | None] = mapped_column(BigInteger)

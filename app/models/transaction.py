@@ -3,6 +3,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -100,6 +101,9 @@ class Transaction(Base):
     """The price per 1,000 points (minor units) in force for `partner_id` when it happened:
     its issue price for points it issued, its reimbursement for points it accepted. A
     correction carries its original's. Statements value points with it, never today's."""
+    cashback_funded: Mapped[bool | None] = mapped_column(Boolean)
+    """Purchases at a partner with terms: whether the partner funded the cashback granted
+    (else the operator did), by its terms then. A correction carries its original's."""
     description: Mapped[str | None] = mapped_column(String(500))
     corrects_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("transactions.id"))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -27,7 +27,12 @@ FIRST_POSTING = text("""
 # since `scan_from` are read: nothing commits a day after its posted_at.)
 MOVEMENTS = text("""
     SELECT a.partner_id, a.kind AS account_kind, e.asset,
-           t.type IN ('refund', 'reversal') AS correction, t.points_price,
+           t.type IN ('refund', 'reversal') AS correction,
+           CASE WHEN e.asset = 'points' THEN t.points_price END AS points_price,
+           -- Cashback a purchase granted: funded by the partner unless its terms then said not
+           -- (no terms: the partner funds what it grants).
+           CASE WHEN e.asset = 'cashback' AND a.kind = 'partner_issued'
+                THEN coalesce(t.cashback_funded, true) END AS cashback_funded,
            t.posted_at < :start AS late,
            count(DISTINCT t.id) AS postings, sum(e.amount) AS total,
            array_agg(DISTINCT t.id) AS transaction_ids
@@ -37,12 +42,12 @@ MOVEMENTS = text("""
     WHERE t.program_id = :program_id AND t.posted_at < :end AND t.posted_at >= :scan_from
       AND a.kind IN ('partner_issued', 'partner_redeemed')
       AND NOT EXISTS (SELECT 1 FROM settled_transactions s WHERE s.transaction_id = t.id)
-    GROUP BY 1, 2, 3, 4, 5, 6
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
 """)
 
-# Every partner's terms in force at the period's end (funding of cashback, fees).
+# Every partner's fees in force at the period's end.
 TERMS = text("""
-    SELECT p.id AS partner_id, pr.funds_cashback, pr.fee_per_period, pr.fee_bps
+    SELECT p.id AS partner_id, pr.fee_per_period, pr.fee_bps
     FROM partners p
     LEFT JOIN LATERAL (
         SELECT * FROM partner_prices x

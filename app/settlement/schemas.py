@@ -37,8 +37,10 @@ class CloseRead(ResponseModel):
 class StatementLineRead(ResponseModel):
     line_no: int
     kind: str = Field(
-        description="`points_issued`, `points_accepted`, `cashback_issued`, `cashback_accepted`, "
-        "each also `..._corrected` (returns, refunds, reversals); `fee_percentage`, `fee_fixed`."
+        description="`points_issued`, `points_accepted`, `cashback_issued` (the partner funds "
+        "it), `cashback_issued_by_operator` (the operator does: worth 0 here), "
+        "`cashback_accepted`, each also `..._corrected` (returns, refunds, reversals); "
+        "`fee_percentage`, `fee_fixed`."
     )
     late: bool = Field(description="Postings of an earlier, closed period that arrived late.")
     points_price: int | None = Field(description="Per 1,000 points, minor units.")

@@ -102,6 +102,7 @@ async def _close_period(
                 asset=row.asset,
                 correction=row.correction,
                 points_price=row.points_price,
+                cashback_funded=row.cashback_funded,
                 late=row.late,
                 postings=row.postings,
                 total=int(row.total),
@@ -112,7 +113,6 @@ async def _close_period(
     count = 0
     for row in await repository.terms(conn, program.id, end):
         terms = Terms(
-            funds_cashback=True if row.funds_cashback is None else row.funds_cashback,
             fee_per_period=row.fee_per_period or 0,
             fee_bps=row.fee_bps or 0,
         )

@@ -6,8 +6,9 @@ What moved is read per (kind of movement, asset, correction or not, price, late 
     value at its issue price; returned or reversed ones (`points_issued_returned`) come off;
   - points redeemed there (`points_accepted`): the operator pays their value at the partner's
     reimbursement; refunded or reversed ones come off;
-  - cashback the partner granted: the partner pays it if it funds its cashback, else the
-    operator does and the line is worth nothing between them;
+  - cashback the partner granted: the partner pays it if its terms when the purchase was made
+    said it funds its cashback (`cashback_issued`), else the operator does and the line is
+    worth nothing between them (`cashback_issued_by_operator`);
   - cashback spent there: the operator pays it.
 Values are rounded once per line (half away from zero), from points times the price per
 1,000 points. Then the fees: a fixed one per period, and basis points of the value of the
@@ -31,6 +32,8 @@ class Movement:
     correction: bool
     """Refunds and reversals (of what the partner issued or accepted)."""
     points_price: int | None
+    cashback_funded: bool | None
+    """Cashback the partner issued: whether it funded it (by its terms when granted)."""
     late: bool
     postings: int
     total: int
@@ -39,7 +42,8 @@ class Movement:
 
 @dataclass(frozen=True)
 class Terms:
-    funds_cashback: bool
+    """The partner's fees, by its terms at the period's end."""
+
     fee_per_period: int
     fee_bps: int
 
@@ -63,10 +67,12 @@ def line_for(movement: Movement, terms: Terms) -> Line:
     # what they spent there.
     quantity = -movement.total if issued else movement.total
     side = "issued" if issued else "accepted"
-    kind = f"{movement.asset}_{side}" + ("_corrected" if movement.correction else "")
+    by_operator = issued and movement.asset == Asset.CASHBACK and not movement.cashback_funded
+    kind = f"{movement.asset}_{side}" + ("_by_operator" if by_operator else "")
+    kind += "_corrected" if movement.correction else ""
     if movement.asset == Asset.POINTS:
         value = points_value(quantity, movement.points_price)
-    elif issued and not terms.funds_cashback:
+    elif by_operator:
         value = 0
     else:
         value = quantity

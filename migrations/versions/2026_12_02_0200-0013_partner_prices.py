@@ -5,7 +5,8 @@
   program currency; whether the partner funds the cashback it grants; and its fees.
 - `transactions.points_price`: the price per 1,000 points in force for the transaction's
   partner when it happened (issue price for what it issued, reimbursement for what it accepted),
-  so a statement never depends on today's prices. Corrections carry their original's.
+  so a statement never depends on today's prices; `cashback_funded`, whether the partner
+  funded the cashback of a purchase then. Corrections carry their original's.
 
 Revision ID: 0013
 Revises: 0012
@@ -57,6 +58,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("partner_id", "effective_from", name=op.f("pk_partner_prices")),
     )
     op.add_column("transactions", sa.Column("points_price", sa.BigInteger(), nullable=True))
+    op.add_column("transactions", sa.Column("cashback_funded", sa.Boolean(), nullable=True))
     op.create_check_constraint(
         op.f("ck_transactions_points_price_non_negative"), "transactions", "points_price >= 0"
     )
@@ -66,5 +68,6 @@ def downgrade() -> None:
     op.drop_constraint(
         op.f("ck_transactions_points_price_non_negative"), "transactions", type_="check"
     )
+    op.drop_column("transactions", "cashback_funded")
     op.drop_column("transactions", "points_price")
     op.drop_table("partner_prices")

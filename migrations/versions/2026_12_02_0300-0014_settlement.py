@@ -107,7 +107,7 @@ def upgrade() -> None:
         "statement_lines",
         sa.Column("statement_id", sa.Uuid(), nullable=False),
         sa.Column("line_no", sa.SmallInteger(), nullable=False),
-        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=48), nullable=False),
         sa.Column("late", sa.Boolean(), nullable=False),
         sa.Column("points_price", sa.BigInteger(), nullable=True),
         sa.Column("postings", sa.Integer(), nullable=False),
