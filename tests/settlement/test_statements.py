@@ -5,8 +5,11 @@ next statement; closing twice (or at once) closes once; a partner reads its own 
 import asyncio
 import uuid
 
+import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.agreements.test_prices import price_body, set_price
@@ -194,3 +197,23 @@ async def test_payments_settle_what_a_partner_owes(
         "forbidden",
     )
     await ledger_ok(client, operator, engine)
+
+
+async def test_statements_their_lines_and_payments_cannot_be_changed(
+    app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
+) -> None:
+    shop, till = await partner_with_key(app, client, operator)
+    await set_price(client, operator, shop["id"], price_body(800, 600))
+    card = (await issue_card(client, operator))["card_number"]
+    assert (await purchase(client, till, card, 10_000, "R-1")).status_code == 201
+    await close_at(app, later(40))
+
+    for statement_sql in (
+        "UPDATE statements SET net_amount = 0",
+        "DELETE FROM statement_lines",
+        "DELETE FROM settled_transactions",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(text(statement_sql))
+    assert await scalar(engine, "SELECT net_amount FROM statements") == 580
