@@ -75,7 +75,13 @@ async def _lock(
     rows = await repository.lock_cards(conn, program.id, numbers)
     raw = await driver_connection(conn)
     # Expired points are never moved to another card; matured ones move as spendable.
-    if await bring_up_to_date(raw, program, sorted({row.card_id for row in rows})):
+    if await bring_up_to_date(
+        raw,
+        program,
+        sorted({row.card_id for row in rows}),
+        holding=sorted({row.card_id for row in rows if row.held}),
+        pending=sorted({row.card_id for row in rows if row.pending}),
+    ):
         rows = await repository.lock_cards(conn, program.id, numbers)
     found: dict[str, LockedCard] = {}
     for row in rows:

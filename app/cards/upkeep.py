@@ -13,10 +13,20 @@ from app.programs.service import ProgramContext
 
 
 async def bring_up_to_date(
-    conn: asyncpg.Connection, program: ProgramContext, card_ids: list[int]
+    conn: asyncpg.Connection,
+    program: ProgramContext,
+    card_ids: list[int],
+    *,
+    holding: list[int],
+    pending: list[int],
 ) -> bool:
-    """For cards whose accounts the caller has locked. True if any balance changed."""
-    released, _ = await release_lapsed(conn, program, card_ids)
-    matured = await release_matured(conn, program, card_ids)
+    """For cards whose accounts the caller has locked. `holding` and `pending`: those of
+    them whose locked accounts show something held or pending (only they can have a hold to
+    release or points to mature: the others cost no query). True if any balance changed."""
+    released = matured = None
+    if holding:
+        released, _ = await release_lapsed(conn, program, holding)
+    if pending:
+        matured = await release_matured(conn, program, pending)
     expired = await expire_due(conn, program, card_ids)
     return bool(released or matured or expired)

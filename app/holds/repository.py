@@ -42,7 +42,7 @@ LAPSED_CARDS = """
 
 # The cards' accounts, locked in id order (the order every posting locks them in).
 LOCK_CARDS = """
-    SELECT a.id, a.card_id, a.asset, a.balance, a.held, a.closed_at FROM accounts a
+    SELECT a.id, a.card_id, a.asset, a.balance, a.held, a.pending, a.closed_at FROM accounts a
     WHERE a.card_id = ANY($1::bigint[])
     ORDER BY a.id FOR NO KEY UPDATE
 """

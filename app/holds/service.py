@@ -82,7 +82,7 @@ async def create(
 
     # Lapsed holds go back, pending points mature and due points expire first: what is left
     # is what can be held.
-    if await bring_up_to_date(raw, program, [card["id"]]):
+    if await _up_to_date(raw, program, card["id"], accounts):
         accounts = await repository.lock_cards(raw, [card["id"]])
     account = next(a for a in accounts if a["asset"] == req.asset)
     available = account["balance"]
@@ -124,7 +124,7 @@ async def _lock_hold(
     card meanwhile: then lock that one too)."""
     hold = await _visible(raw, program, principal, hold_id)
     while True:
-        await repository.lock_cards(raw, [hold["card_id"]])
+        accounts = await repository.lock_cards(raw, [hold["card_id"]])
         current = await repository.get(raw, program.id, hold_id)
         if current["card_id"] == hold["card_id"]:
             break
@@ -139,8 +139,21 @@ async def _lock_hold(
         raise HoldExpired(f"The hold expired at {current['expires_at'].isoformat()}.")
     # The card's other lapsed holds go back first, so the answer's balance is what the card
     # really has available (this hold is open and current: it stays).
-    await bring_up_to_date(raw, program, [current["card_id"]])
+    await _up_to_date(raw, program, current["card_id"], accounts)
     return current
+
+
+async def _up_to_date(
+    raw: asyncpg.Connection, program: ProgramContext, card_id: int, accounts: list[Any]
+) -> bool:
+    """bring_up_to_date for one card, from its locked accounts."""
+    return await bring_up_to_date(
+        raw,
+        program,
+        [card_id],
+        holding=[card_id] if any(a["held"] for a in accounts) else [],
+        pending=[card_id] if any(a["pending"] for a in accounts) else [],
+    )
 
 
 async def capture(

@@ -63,7 +63,13 @@ async def _lock_releasing_lapsed(
     accounts = await repository.lock_card_accounts(conn, card_id)
     # Lapsed holds, matured pending points and due expiry first: a correction starts from what
     # the card really has (and due points expire before a clawback takes any, oldest first).
-    if await bring_up_to_date(await driver_connection(conn), program, [card_id]):
+    if await bring_up_to_date(
+        await driver_connection(conn),
+        program,
+        [card_id],
+        holding=[card_id] if any(a.held for a in accounts) else [],
+        pending=[card_id] if any(a.pending for a in accounts) else [],
+    ):
         accounts = await repository.lock_card_accounts(conn, card_id)
     return accounts
 

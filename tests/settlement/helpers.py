@@ -8,6 +8,9 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from app.settlement.service import close
+from tests.agreements.test_prices import price_body, set_price
+from tests.factories.cards import issue_card
+from tests.factories.partners import partner_with_key
 
 
 def later(days: int) -> datetime:
@@ -43,3 +46,14 @@ def lines(read: dict[str, Any]) -> list[tuple[str, bool, int | None, int, int, i
         (x["kind"], x["late"], x["points_price"], x["postings"], x["quantity"], x["amount"])
         for x in read["lines"]
     ]
+
+
+async def priced_partner(
+    app: FastAPI, client: AsyncClient, operator: dict[str, str], issue: int = 800
+) -> tuple[dict[str, Any], dict[str, str], str]:
+    """A partner with a till key and prices (`issue` per 1,000 points, reimbursement 600), and
+    a new card to buy with."""
+    partner, till = await partner_with_key(app, client, operator)
+    await set_price(client, operator, partner["id"], price_body(issue, 600))
+    card: str = (await issue_card(client, operator))["card_number"]
+    return partner, till, card

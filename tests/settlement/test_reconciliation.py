@@ -54,7 +54,14 @@ from tests.ledger.test_returns import (
     ledger_ok,
     reverse,
 )
-from tests.settlement.helpers import close_at, later, lines, statement, statements_of
+from tests.settlement.helpers import (
+    close_at,
+    later,
+    lines,
+    priced_partner,
+    statement,
+    statements_of,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -702,9 +709,7 @@ async def test_a_price_change_within_a_period_makes_a_line_per_price(
 async def test_a_return_in_the_next_period_is_corrected_there_at_the_first_price(
     app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
 ) -> None:
-    shop, till = await partner_with_key(app, client, operator)
-    await set_price(client, operator, shop["id"], price_body(800, 600))
-    card = (await issue_card(client, operator))["card_number"]
+    shop, till, card = await priced_partner(app, client, operator)
     bought = await purchase(client, till, card, 10_000, "R-1")  # 100 points, 500 cashback
     assert bought.status_code == 201, bought.text
     bought_id = bought.json()["transaction_id"]
@@ -806,9 +811,7 @@ async def test_daily_and_weekly_periods_run_from_paris_midnights(
     engine: AsyncEngine,
 ) -> None:
     length = settings.settlement_period
-    shop, till = await partner_with_key(app, client, operator)
-    await set_price(client, operator, shop["id"], price_body(800, 600))
-    card = (await issue_card(client, operator))["card_number"]
+    _shop, till, card = await priced_partner(app, client, operator)
     bought = await purchase(client, till, card, 10_000, "R-1")
     assert bought.status_code == 201, bought.text
     posted = datetime.fromisoformat(bought.json()["posted_at"])
@@ -888,9 +891,7 @@ async def test_closes_over_http_run_once_per_idempotency_key(
     def close(key: str, body: dict[str, Any] | None = None) -> Any:
         return client.post(url, json=body or {}, headers={**operator, "Idempotency-Key": key})
 
-    shop, till = await partner_with_key(app, client, operator)
-    await set_price(client, operator, shop["id"], price_body(800, 600))
-    card = (await issue_card(client, operator))["card_number"]
+    _shop, till, card = await priced_partner(app, client, operator)
     bought = await purchase(client, till, card, 10_000, "R-1")
     assert bought.status_code == 201, bought.text
     # Nothing has ended by the real clock yet: closes at once, each with its key, close nothing.

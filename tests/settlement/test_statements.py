@@ -19,7 +19,14 @@ from tests.factories.partners import partner_with_key
 from tests.factories.postings import purchase, redeem
 from tests.ledger.helpers_ledger import scalar
 from tests.ledger.test_returns import assert_problem, give_back, ledger_ok
-from tests.settlement.helpers import close_at, later, lines, statement, statements_of
+from tests.settlement.helpers import (
+    close_at,
+    later,
+    lines,
+    priced_partner,
+    statement,
+    statements_of,
+)
 
 
 async def test_a_period_closes_into_one_statement_per_partner_with_its_net_posted(
@@ -60,9 +67,7 @@ async def test_a_period_closes_into_one_statement_per_partner_with_its_net_poste
 async def test_closing_again_or_at_once_closes_nothing_twice(
     app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
 ) -> None:
-    shop, till = await partner_with_key(app, client, operator)
-    await set_price(client, operator, shop["id"], price_body(800, 600))
-    card = (await issue_card(client, operator))["card_number"]
+    _shop, till, card = await priced_partner(app, client, operator)
     assert (await purchase(client, till, card, 10_000, "R-1")).status_code == 201
 
     results = await asyncio.gather(*(close_at(app, later(40)) for _ in range(3)))
@@ -76,9 +81,7 @@ async def test_closing_again_or_at_once_closes_nothing_twice(
 async def test_a_posting_after_its_period_closed_lands_on_the_next_statement_as_late(
     app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
 ) -> None:
-    shop, till = await partner_with_key(app, client, operator)
-    await set_price(client, operator, shop["id"], price_body(800, 600))
-    card = (await issue_card(client, operator))["card_number"]
+    shop, till, card = await priced_partner(app, client, operator)
     first = await purchase(client, till, card, 10_000, "R-1")
     assert len(await close_at(app, later(40))) >= 1
     # Posted now: its period (this month) is closed already.
@@ -138,9 +141,7 @@ async def test_a_partner_reads_its_own_statements_only_and_downloads_them(
 async def test_payments_settle_what_a_partner_owes(
     app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
 ) -> None:
-    shop, till = await partner_with_key(app, client, operator)
-    await set_price(client, operator, shop["id"], price_body(800, 600))
-    card = (await issue_card(client, operator))["card_number"]
+    shop, till, card = await priced_partner(app, client, operator)
     assert (await purchase(client, till, card, 10_000, "R-1")).status_code == 201
     await close_at(app, later(40))
     [owed] = await statements_of(client, operator, shop["id"])
@@ -202,9 +203,7 @@ async def test_payments_settle_what_a_partner_owes(
 async def test_statements_their_lines_and_payments_cannot_be_changed(
     app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
 ) -> None:
-    shop, till = await partner_with_key(app, client, operator)
-    await set_price(client, operator, shop["id"], price_body(800, 600))
-    card = (await issue_card(client, operator))["card_number"]
+    _shop, till, card = await priced_partner(app, client, operator)
     assert (await purchase(client, till, card, 10_000, "R-1")).status_code == 201
     await close_at(app, later(40))
 
@@ -217,3 +216,29 @@ async def test_statements_their_lines_and_payments_cannot_be_changed(
             async with engine.begin() as conn:
                 await conn.execute(text(statement_sql))
     assert await scalar(engine, "SELECT net_amount FROM statements") == 580
+
+
+async def test_bad_input_to_closing_and_listing_is_refused_and_writes_nothing(
+    app: FastAPI, client: AsyncClient, operator: dict[str, str], engine: AsyncEngine
+) -> None:
+    for body in (
+        {"through": "tomorrow"},
+        {"through": "2026-12-01T00:00:00"},  # no time zone
+        {"until": "2026-12-01T00:00:00Z"},
+        [],
+    ):
+        r = await client.post("/v1/settlements/close", json=body, headers={**operator, **idem()})
+        assert_problem(r, 422, "validation_error")
+    r = await client.post(
+        "/v1/settlements/close",
+        content=b'{"through": "' + b"9" * 70_000 + b'"}',
+        headers={**operator, **idem(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413, r.text
+    for params in ({"limit": 0}, {"limit": 501}, {"limit": "all"}, {"partner_id": "shop"}):
+        r = await client.get("/v1/statements", params=params, headers=operator)
+        assert_problem(r, 422, "validation_error")
+    assert_problem(
+        await client.get("/v1/statements/not-a-uuid", headers=operator), 422, "validation_error"
+    )
+    assert await scalar(engine, "SELECT count(*) FROM settlement_periods") == 0
